@@ -1,0 +1,2 @@
+"""CLI: latentedit generate."""
+COMMANDS = []

@@ -1,0 +1,127 @@
+"""File output helpers: atomic writes, PNG conversion, sha256 and JSON manifests.
+
+Every output of latentedit goes through :func:`atomic_write` so that a killed process never leaves a
+half-written file under the final name: data is written to a temporary file in the same folder, flushed
+to disk and renamed over the target (``os.replace`` is atomic on POSIX and Windows).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; on success rename it to ``path``, on error remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path, "w") as handle:
+        json.dump(obj, handle, indent=2, sort_keys=False, default=_json_default)
+        handle.write("\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array))
+    write_bytes(path, buffer.getvalue())
+
+
+def to_uint8(images) -> np.ndarray:
+    """Generator output ``[N, 3, H, W]`` (nominally [-1, 1]) to ``[N, H, W, 3]`` uint8.
+
+    Uses the reference conversion ``((x.clamp(-1, 1) + 1) * 127.5).round()``.
+    """
+    import torch
+
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    images = images.detach().float().cpu()
+    if images.ndim == 3:
+        images = images[None]
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).numpy()
+
+
+def save_png(path: str | os.PathLike, pixels: np.ndarray) -> None:
+    """Write one ``[H, W, 3|4]`` or ``[H, W]`` uint8 array as PNG, atomically."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
+    write_bytes(path, buffer.getvalue())
+
+
+def make_grid(pixels: np.ndarray, columns: int | None = None, padding: int = 2, fill: int = 255) -> np.ndarray:
+    """Tile ``[N, H, W, C]`` uint8 images into one ``[rows*(H+p)+p, cols*(W+p)+p, C]`` image."""
+    count, height, width, channels = pixels.shape
+    columns = columns or int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    grid = np.full((rows * (height + padding) + padding, columns * (width + padding) + padding, channels),
+                   fill, dtype=np.uint8)
+    for index in range(count):
+        row, col = divmod(index, columns)
+        top = padding + row * (height + padding)
+        left = padding + col * (width + padding)
+        grid[top:top + height, left:left + width] = pixels[index]
+    return grid
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions worth citing next to a result."""
+    import torch
+
+    from latentedit import __version__
+
+    return {
+        "latentedit": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
