@@ -1,0 +1,133 @@
+"""Generator speed and memory: forward and forward+backward (loss on the image, gradient to W+).
+
+Config-f channels, random weights, for each size, batch, ops backend and modulation strategy. Each
+measurement runs in a fresh process so that its peak memory (max RSS above the process's baseline
+after building the model) is its own. Prints a markdown table and writes JSON.
+
+    python benchmarks/generator.py                       # 64, 256, 1024 px; batch 1 and 4
+    python benchmarks/generator.py --sizes 256 --batches 1 --repeats 2 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import time
+
+
+def _measure(task: dict) -> dict:
+    """Runs in a child process: build the generator, time forward and forward+backward."""
+    os.environ["LATENTEDIT_OPS"] = task["backend"]
+    import torch
+
+    from latentedit.model import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(size=task["size"], style_dim=512, n_mlp=8)).eval().requires_grad_(False)
+    w_plus = torch.randn(task["batch"], generator.num_ws, 512)
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def forward():
+        with torch.no_grad():
+            return generator.synthesis(w_plus, "const", modulation=task["modulation"])
+
+    def forward_backward():
+        latent = w_plus.clone().requires_grad_(True)
+        image = generator.synthesis(latent, "const", modulation=task["modulation"])
+        image.square().mean().backward()
+        return latent.grad
+
+    results = {}
+    reference = forward()
+    for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
+        fn()  # warm-up (also builds compiled ops once)
+        times = []
+        for _ in range(task["repeats"]):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+        results[name + "_s"] = min(times)
+    results["peak_extra_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kb) / 1024
+    results["output_checksum"] = float(reference.double().abs().mean())
+    results["output"] = reference[:1, :, :8, :8].flatten().tolist()
+    return {**task, **results}
+
+
+def _compiled_available() -> bool:
+    try:
+        from latentedit.ops import backend
+
+        return bool(getattr(backend, "compiled_available", lambda: False)())
+    except Exception:
+        return False
+
+
+def run(sizes, batches, backends, modulations, repeats) -> list[dict]:
+    tasks = [dict(size=s, batch=b, backend=be, modulation=m, repeats=repeats)
+             for s in sizes for b in batches for be in backends for m in modulations]
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    for task in tasks:
+        with context.Pool(1) as pool:
+            row = pool.apply(_measure, (task,))
+        rows.append(row)
+        print(f"  {row['size']:>4} px  batch {row['batch']}  {row['backend']:<8} {row['modulation']:<8} "
+              f"fwd {row['forward_s'] * 1e3 / row['batch']:8.1f} ms/img  "
+              f"fwd+bwd {row['forward_backward_s'] * 1e3 / row['batch']:8.1f} ms/img", flush=True)
+    # Ratios against the native path with the same size, batch and modulation, measured in this run.
+    for row in rows:
+        base = next(r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"]
+                    and r["backend"] == "native" and r["modulation"] == row["modulation"])
+        row["fwd_bwd_speedup_vs_native"] = base["forward_backward_s"] / row["forward_backward_s"]
+        single = [r for r in rows if r["size"] == row["size"] and r["batch"] == 1
+                  and r["backend"] == row["backend"] and r["modulation"] == row["modulation"]]
+        if single:
+            row["batch_cost_vs_batch1"] = row["forward_backward_s"] / single[0]["forward_backward_s"]
+        same = [r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"]]
+        row["max_output_diff_vs_others"] = max(
+            max(abs(a - b) for a, b in zip(row["output"], r["output"])) for r in same)
+    return rows
+
+
+def table(rows) -> str:
+    lines = ["| size | batch | ops | modulation | fwd ms/img | fwd+bwd ms/img | vs native | batch cost (×b1) | peak extra MB |",
+             "|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | {r['modulation']} | "
+                     f"{r['forward_s'] * 1e3 / r['batch']:.1f} | {r['forward_backward_s'] * 1e3 / r['batch']:.1f} | "
+                     f"{r['fwd_bwd_speedup_vs_native']:.2f}× | {r.get('batch_cost_vs_batch1', float('nan')):.2f} | "
+                     f"{r['peak_extra_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--backends", nargs="+", default=None, help="default: native, plus compiled if it builds")
+    parser.add_argument("--modulations", nargs="+", default=["grouped", "scaled", "auto"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default="benchmarks/results/generator.json")
+    args = parser.parse_args(argv)
+    backends = args.backends or (["native", "compiled"] if _compiled_available() else ["native"])
+    import torch
+
+    print(f"generator benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
+    rows = run(args.sizes, args.batches, backends, args.modulations, args.repeats)
+    print()
+    print(table(rows))
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    for r in rows:
+        r.pop("output", None)
+    with open(args.json, "w") as handle:
+        json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version,
+                   "rows": rows}, handle, indent=2)
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
