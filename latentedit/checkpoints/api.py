@@ -1,0 +1,213 @@
+"""Load, inspect and convert StyleGAN2 checkpoints of every supported format (SPEC §1.1).
+
+Formats (detected from the file's bytes, never its name): rosinality ``.pt`` (converted or training
+checkpoints), NVIDIA stylegan2-ada ``.pkl`` and latentedit's native ``.safetensors``. Nothing in a
+file is ever executed; every problem is a one-line :class:`~latentedit.errors.CheckpointError`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from latentedit.checkpoints import native, nvidia, rosinality
+from latentedit.checkpoints.reading import RawCheckpoint, read_checkpoint
+from latentedit.checkpoints.rosinality import NetworkWeights
+from latentedit.errors import CheckpointError, InputError
+from latentedit.io import sha256_file
+from latentedit.model import Discriminator, Generator, GeneratorConfig
+from latentedit.pretrained import DEFAULT_CHECKPOINT, resolve_checkpoint
+
+#: How :func:`load_generator` computes w_avg when a checkpoint stores none (``Generator.compute_w_avg``).
+W_AVG_SAMPLES = 10000
+W_AVG_SEED = 0
+
+
+@dataclasses.dataclass
+class CheckpointInfo:
+    """What was loaded and from where.
+
+    ``path``: the resolved file; ``sha256``: hex digest of its bytes; ``source_format``: ``rosinality``,
+    ``rosinality-train``, ``nvidia-pkl`` or ``safetensors``; ``network``: the entry that was loaded
+    (``g_ema``, ``g``, ``G_ema``, ``d``, ``D``, ``generator``, ...); ``contents``: the networks the file
+    holds; ``config``: the architecture (GeneratorConfig or DiscriminatorConfig); ``num_parameters``:
+    number of learnable scalars; ``w_avg_source``: where the generator's mean w came from (None for a
+    discriminator); ``notes``: everything a user should know (filled noise, fp16, non-EMA weights...);
+    ``provenance``: extra metadata of native files (e.g. the original format and sha256).
+    """
+
+    path: str
+    sha256: str
+    source_format: str
+    network: str
+    contents: list[str]
+    config: Any
+    num_parameters: int
+    w_avg_source: str | None
+    notes: list[str]
+    provenance: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict; ``config`` becomes its ``to_dict()``."""
+        data = dataclasses.asdict(self)
+        data["config"] = self.config.to_dict()
+        return data
+
+
+class LoadedGenerator(NamedTuple):
+    """``(generator, info)``: an eval-mode :class:`Generator` with ``w_avg`` set, and its :class:`CheckpointInfo`."""
+
+    generator: Generator
+    info: CheckpointInfo
+
+
+class LoadedDiscriminator(NamedTuple):
+    """``(discriminator, info)``: an eval-mode :class:`Discriminator` and its :class:`CheckpointInfo`."""
+
+    discriminator: Discriminator
+    info: CheckpointInfo
+
+
+def _generator_weights(raw: RawCheckpoint) -> NetworkWeights:
+    if raw.container == "safetensors":
+        return native.native_weights(raw.content, raw.metadata, raw.path, "generator")
+    if raw.container == "pickle" and isinstance(raw.content, dict) and ("G_ema" in raw.content or "G" in raw.content):
+        return nvidia.generator_weights(raw.content, raw.path)
+    return rosinality.generator_weights(raw.content, raw.path)
+
+
+def _discriminator_weights(raw: RawCheckpoint) -> NetworkWeights:
+    if raw.container == "safetensors":
+        return native.native_weights(raw.content, raw.metadata, raw.path, "discriminator")
+    if raw.container == "pickle" and isinstance(raw.content, dict) and "D" in raw.content:
+        return nvidia.discriminator_weights(raw.content, raw.path)
+    return rosinality.discriminator_weights(raw.content, raw.path)
+
+
+def _build_generator(weights: NetworkWeights, path: Path) -> tuple[Generator, list[str]]:
+    """A Generator holding ``weights`` (strict load), plus notes about filled-in noise buffers and dtypes."""
+    sd = dict(weights.state_dict)
+    config = rosinality.infer_generator_config(sd, path, conv_clamp=weights.conv_clamp)
+    if weights.config is not None:  # native files state lr_mlp and blur taps too, which shapes cannot tell
+        rosinality.check_stated_config(weights.config, config, path, ("size", "style_dim", "n_mlp", "channels"))
+        config = weights.config
+    notes = []
+    filled = rosinality.fill_missing_noise(sd, config.num_layers)
+    if filled:
+        notes.append(rosinality.noise_note(filled, config.num_layers))
+    dtype_note = rosinality.dtype_note(sd)
+    if dtype_note:
+        notes.append(dtype_note)
+    generator = Generator(config)
+    rosinality.load_strict(generator, sd, path, "generator")
+    return generator, notes
+
+
+def _info(path: Path, weights: NetworkWeights, config, module: torch.nn.Module, w_avg_source: str | None,
+          notes: list[str], provenance: dict[str, str]) -> CheckpointInfo:
+    return CheckpointInfo(path=str(path), sha256=sha256_file(path), source_format=weights.source_format,
+                          network=weights.network, contents=list(weights.contents), config=config,
+                          num_parameters=sum(p.numel() for p in module.parameters()), w_avg_source=w_avg_source,
+                          notes=list(weights.notes) + notes, provenance=provenance)
+
+
+def _load_generator(path_or_name: str | os.PathLike, device: str | torch.device, compute_w_avg: bool,
+                    trainable: bool) -> tuple[Generator, CheckpointInfo, str | None]:
+    """:func:`load_generator`, plus the w_avg provenance text that a native copy should record."""
+    path = resolve_checkpoint(path_or_name)
+    raw = read_checkpoint(path)
+    weights = _generator_weights(raw)
+    generator, notes = _build_generator(weights, path)
+    generator = generator.to(device).eval().requires_grad_(trainable)
+    w_avg_history = weights.w_avg_history
+    if weights.w_avg is not None:
+        if tuple(weights.w_avg.shape) != (generator.w_dim,):
+            raise CheckpointError(f"{path}: stored {weights.w_avg_origin} has {weights.w_avg.numel()} values, but the "
+                                  f"generator's w has {generator.w_dim}")
+        generator.set_w_avg(weights.w_avg)
+        w_avg_source = f"stored in checkpoint ({weights.w_avg_origin})"
+    elif compute_w_avg:
+        generator.set_w_avg(generator.compute_w_avg(num_samples=W_AVG_SAMPLES, seed=W_AVG_SEED))
+        w_avg_history = f"computed: mean of mapping(z) over {W_AVG_SAMPLES} N(0, 1) samples, seed {W_AVG_SEED}"
+        w_avg_source = f"{w_avg_history} (the checkpoint stores none)"
+    else:
+        w_avg_source = "not stored in checkpoint (not computed)"
+    provenance = native.provenance(raw.metadata) if raw.container == "safetensors" else {}
+    info = _info(path, weights, generator.config, generator, w_avg_source, notes, provenance)
+    return generator, info, w_avg_history
+
+
+def load_generator(path_or_name: str | os.PathLike = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu",
+                   compute_w_avg: bool = True, trainable: bool = False) -> LoadedGenerator:
+    """Load the generator of any supported checkpoint (a path or a shipped name such as ``toyfaces64``).
+
+    Picks ``g_ema`` over ``g`` (rosinality) and ``G_ema`` over ``G`` (NVIDIA). The architecture is inferred
+    from tensor shapes (native files: from their metadata) and loaded with ``strict=True``; stored noise
+    buffers that are missing are generated deterministically (see ``info.notes``). ``w_avg`` is the stored
+    ``latent_avg`` / ``mapping.w_avg`` / native ``w_avg``; when there is none and ``compute_w_avg`` is
+    true it is the mean of ``mapping(z)`` over :data:`W_AVG_SAMPLES` N(0, 1) samples drawn with seed
+    :data:`W_AVG_SEED` (``info.w_avg_source`` says which). The generator is in eval mode on ``device``;
+    its parameters have ``requires_grad = trainable``.
+    """
+    generator, info, _ = _load_generator(path_or_name, device, compute_w_avg, trainable)
+    return LoadedGenerator(generator, info)
+
+
+def load_discriminator(path_or_name: str | os.PathLike, device: str | torch.device = "cpu",
+                       trainable: bool = False) -> LoadedDiscriminator:
+    """Load the discriminator of a rosinality training checkpoint (``d``), an NVIDIA pickle (``D``) or a
+    native discriminator file; eval mode on ``device``, ``requires_grad = trainable``.
+
+    Raises CheckpointError when the file holds no discriminator (e.g. converted rosinality weights).
+    """
+    path = resolve_checkpoint(path_or_name)
+    raw = read_checkpoint(path)
+    weights = _discriminator_weights(raw)
+    sd = dict(weights.state_dict)
+    config = rosinality.infer_discriminator_config(sd, path, stddev_group=weights.stddev_group)
+    if weights.config is not None:
+        rosinality.check_stated_config(weights.config, config, path, ("size", "channels"))
+        config = weights.config
+    discriminator = Discriminator(config)
+    rosinality.load_strict(discriminator, sd, path, "discriminator")
+    notes = [n for n in [rosinality.dtype_note(sd)] if n]
+    discriminator = discriminator.to(device).eval().requires_grad_(trainable)
+    provenance = native.provenance(raw.metadata) if raw.container == "safetensors" else {}
+    return LoadedDiscriminator(discriminator, _info(path, weights, config, discriminator, None, notes, provenance))
+
+
+def inspect_checkpoint(path_or_name: str | os.PathLike) -> dict:
+    """Everything ``latentedit info`` reports about a checkpoint's generator, as a JSON-ready dict.
+
+    Keys: ``path``, ``sha256``, ``source_format``, ``network``, ``contents``, ``config`` (GeneratorConfig
+    dict), ``size``, ``style_dim``, ``n_mlp``, ``num_ws``, ``num_noise_layers``, ``channels``
+    (``{"4": C, ...}``), ``conv_clamp``, ``num_parameters``, ``w_avg_source``, ``notes``, ``provenance``.
+    Loads the weights on CPU (validating them) but does not compute a missing w_avg.
+    """
+    _, info = load_generator(path_or_name, device="cpu", compute_w_avg=False)
+    config: GeneratorConfig = info.config
+    report = info.to_dict()
+    report.update(size=config.size, style_dim=config.style_dim, n_mlp=config.n_mlp, num_ws=config.num_ws,
+                  num_noise_layers=config.num_layers, channels={str(k): v for k, v in config.channels.items()},
+                  conv_clamp=config.conv_clamp)
+    return report
+
+
+def convert_checkpoint(source: str | os.PathLike, destination: str | os.PathLike) -> CheckpointInfo:
+    """Read the generator of ``source`` (any supported format) and write it to ``destination`` in the native
+    safetensors format (atomically), recording the source format and sha256 in the metadata.
+
+    ``destination`` must end in ``.safetensors`` (InputError otherwise). Returns the info of the written file.
+    """
+    destination = Path(destination)
+    if destination.suffix != ".safetensors":
+        raise InputError(f"{destination}: the output of convert must be a .safetensors file")
+    generator, info, w_avg_history = _load_generator(source, "cpu", compute_w_avg=True, trainable=False)
+    extra = {"source_format": info.source_format, "source_sha256": info.sha256, "source_network": info.network}
+    if info.notes:
+        extra["source_notes"] = "; ".join(info.notes)
+    native.save_native(generator, destination, extra_metadata=extra, w_avg_source=w_avg_history)
+    return load_generator(destination, device="cpu").info

@@ -1,0 +1,33 @@
+"""Shared fixtures: the reference data folder and small random generators."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFDATA = REPO_ROOT.parent / "shared" / "refdata"
+
+
+@pytest.fixture(scope="session")
+def refdata() -> Path:
+    """``../shared/refdata`` beside the repository; tests that need it skip when it is absent."""
+    if not (REFDATA / "ros64_small.pt").is_file():
+        pytest.skip(f"reference data not found at {REFDATA} (it lives in ../shared/refdata beside the repo)")
+    return REFDATA
+
+
+@pytest.fixture()
+def tiny_generator():
+    """A random 32 px generator with odd channel counts (not a refdata shape)."""
+    from latentedit.model import Generator, GeneratorConfig
+
+    torch.manual_seed(7)
+    generator = Generator(GeneratorConfig(size=32, style_dim=24, n_mlp=2, channels={4: 20, 8: 18, 16: 12, 32: 10}))
+    with torch.no_grad():  # noise strengths start at 0; make the noise inputs matter
+        for name, parameter in generator.named_parameters():
+            if name.endswith("noise.weight"):
+                parameter.fill_(0.3)
+    generator.set_w_avg(generator.compute_w_avg(num_samples=256))
+    return generator.eval()
