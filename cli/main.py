@@ -20,6 +20,9 @@ COMMAND_MODULES = (
     "latentedit.cli.ops_cmds",
     "latentedit.cli.data_cmds",
     "latentedit.cli.train_cmds",
+    "latentedit.cli.eval_cmds",
+    "latentedit.cli.invert_cmd",
+    "latentedit.cli.pulse_cmd",
 )
 
 
