@@ -1,6 +1,11 @@
-"""Custom ops: ``upfirdn2d`` and fused bias + leaky ReLU, each with a native reference path.
+"""Custom ops: ``upfirdn2d`` and fused bias + leaky ReLU.
 
-Importing this package never compiles anything; compiled kernels are built lazily on first use.
+Each op has three backends: the native PyTorch reference (the specification), C++/OpenMP CPU kernels
+and CUDA kernels, the last two JIT-built on first use and cached under ``$XDG_CACHE_HOME/latentedit``.
+``LATENTEDIT_OPS=auto|native|compiled`` picks one (see :mod:`latentedit.ops.backend`);
+``latentedit ops check`` (:func:`latentedit.ops.check.check_ops`) verifies and times them.
+
+Importing this package never compiles anything.
 """
 from latentedit.ops.fused_act import FusedLeakyReLU, fused_leaky_relu, fused_leaky_relu_native
 from latentedit.ops.upfirdn2d import upfirdn2d, upfirdn2d_native
