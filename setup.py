@@ -25,6 +25,8 @@ setup(
         "latentedit.model",
         "latentedit.checkpoints",
         "latentedit.data",
+        "latentedit.train",
+        "latentedit.baselines",
         "latentedit.ops",
         "latentedit.cli",
         "latentedit.pretrained",
@@ -44,6 +46,7 @@ setup(
         "scipy>=1.10",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "torchvision",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3"],

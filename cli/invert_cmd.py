@@ -1,2 +1,79 @@
-"""CLI commands (filled in by the owning subsystem)."""
-COMMANDS = []
+"""``latentedit invert``: Image2StyleGAN W+ inversion of image files (SPEC §3)."""
+from __future__ import annotations
+
+import click
+
+from latentedit.cli.generate_cmd import CKPT_HELP
+
+
+@click.command("invert")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="inverted", show_default=True,
+              help="Output folder.")
+@click.option("--preset", type=click.Choice(["image2stylegan", "projector"]), default="image2stylegan",
+              show_default=True, help="image2stylegan: the paper (Adam 0.01, MSE + VGG16 layers, fixed noise). "
+              "projector: NVIDIA/rosinality schedule (lr ramp, latent noise, LPIPS, optimised noise).")
+@click.option("--space", type=click.Choice(["w+", "w"]), default="w+", show_default=True,
+              help="Optimise W+ [num_ws, w_dim] or a single W [w_dim].")
+@click.option("--steps", type=click.IntRange(1, 1_000_000), default=None,
+              help="Adam steps [default: 1000; the paper used 5000].")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: 0.01 image2stylegan, 0.1 projector].")
+@click.option("--perceptual", type=click.Choice(["auto", "lpips", "vgg", "none"]), default="auto", show_default=True,
+              help="Perceptual loss. auto: the preset's (VGG16 layers / LPIPS-VGG) when the VGG16 weights are "
+              "local, else MSE only.")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False), default=None,
+              help="torchvision's vgg16-397923af.pth [default: looked up in $TORCH_HOME/hub/checkpoints].")
+@click.option("--mse-weight", type=float, default=None,
+              help="Weight of the pixel MSE [default: 1; projector with a perceptual loss: 0].")
+@click.option("--perceptual-weight", type=float, default=1.0, show_default=True,
+              help="Weight of the perceptual distance.")
+@click.option("--noise", type=click.Choice(["fixed", "optimize"]), default=None,
+              help="Noise inputs: the stored maps kept fixed, or optimised [default: fixed image2stylegan, "
+              "optimize projector].")
+@click.option("--noise-regularize", type=float, default=1e5, show_default=True,
+              help="Weight of the noise regulariser (--noise optimize).")
+@click.option("--batch-size", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Images optimised together (each keeps its own gradient).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
+@click.option("--target-psnr", type=float, default=None, help="Stop an image once its PSNR reaches this many dB.")
+@click.option("--save-video", is_flag=True, help="Also write <stem>_progress.gif.")
+@click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, vgg_weights, mse_weight,
+                   perceptual_weight, noise, noise_regularize, batch_size, seed, target_psnr, save_video, overwrite,
+                   device, progress):
+    """Invert images (files or folders) into the generator's W+ (or W) space.
+
+    Per image <stem>: <stem>.npy (the latent, read by `generate --latent`), <stem>.png (reconstruction),
+    <stem>_compare.png (target | reconstruction), <stem>.json (checkpoint sha256, settings, MSE, PSNR,
+    LPIPS when measurable, loss curve, wall time), plus <stem>_noise.npz with --noise optimize and
+    <stem>_progress.gif with --save-video; summary.json for the whole run. Images are centre-cropped
+    to a square and resized to the generator size.
+
+    Re-running skips finished images (resume a killed batch); a bad image is reported and skipped.
+    Exit code 0 when at least one image is inverted or already done, 2 when every input failed.
+    Multi-process: torchrun --nproc_per_node N -m latentedit invert DIR -o OUT.
+    """
+    from latentedit.errors import InputError
+    from latentedit.invert import InversionSettings, invert_files
+
+    settings = InversionSettings(preset=preset, space=space, steps=steps, lr=lr, perceptual=perceptual,
+                                 mse_weight=mse_weight, perceptual_weight=perceptual_weight, noise=noise,
+                                 noise_regularize=noise_regularize, batch_size=batch_size, seed=seed,
+                                 target_psnr=target_psnr, save_video=save_video, vgg_weights=vgg_weights)
+    summary = invert_files(images, out_dir, settings, ckpt=ckpt, device=device, overwrite=overwrite,
+                           progress=progress)
+    counts = summary["counts"]
+    if counts["total"] and counts["failed"] == counts["total"]:
+        raise InputError(f"all {counts['total']} input(s) failed; nothing was inverted (see the errors above)")
+    median = summary["median_psnr_db"]
+    if summary["rank"] == 0:
+        click.echo(f"inverted {counts['inverted']}, skipped {counts['skipped']} (already done), failed "
+                   f"{counts['failed']} of {counts['total']} image(s) -> {out_dir}"
+                   + (f" (median PSNR {median:.2f} dB)" if median is not None else "")
+                   + f" in {summary['wall_time_s']:.1f} s")
+
+
+COMMANDS = [invert_command]

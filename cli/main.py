@@ -23,6 +23,9 @@ COMMAND_MODULES = (
     "latentedit.cli.eval_cmds",
     "latentedit.cli.invert_cmd",
     "latentedit.cli.pulse_cmd",
+    "latentedit.cli.direction_cmds",
+    "latentedit.cli.evaluate_cmds",
+    "latentedit.cli.stargan_cmds",
 )
 
 

@@ -1,2 +1,128 @@
-"""CLI commands (filled in by the owning subsystem)."""
-COMMANDS = []
+"""CLI: ``latentedit train <network>``.
+
+``train_group`` is a click group; other trainers add themselves with ``train_group.add_command(cmd)``
+(or ``@train_group.command()``) in their own module before the CLI is built.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from latentedit.errors import InputError
+
+# CLI option name -> StyleGAN2TrainConfig field, for options whose names differ.
+_FIELD_OF_OPTION = {"r1": "r1_gamma"}
+
+
+@click.group("train")
+def train_group() -> None:
+    """Train networks."""
+
+
+@train_group.command("stylegan2")
+@click.option("--data", "data", type=str, default=None,
+              help="Image folder, CelebA folder (img_align_celeba/ + list_attr_celeba.txt) or toyfaces[:SEED[:COUNT]]. "
+                   "Optional when resuming.")
+@click.option("--data-format", type=click.Choice(["auto", "folder", "celeba", "toyfaces"]), default="auto",
+              show_default=True, help="How to read --data; auto detects it.")
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
+              help="Run folder. If it holds checkpoint.pt, training resumes from it.")
+@click.option("--resume", type=click.Path(), default=None,
+              help="Continue from this run folder (or checkpoint file); -o defaults to it.")
+@click.option("--size", type=int, default=64, show_default=True, help="Image size (a power of two >= 8).")
+@click.option("--kimg", type=float, default=200.0, show_default=True,
+              help="Total length of the run in thousands of real images (a resumed run stops here too).")
+@click.option("--batch", type=int, default=16, show_default=True, help="Global batch (split across processes).")
+@click.option("--channels", type=str, default=None,
+              help="Channels per resolution, e.g. 4:128,8:128,16:128,32:64,64:32 (default: that rule, "
+                   "min(128, 2048/res), at least 16).")
+@click.option("--style-dim", type=int, default=256, show_default=True, help="Width of z and w.")
+@click.option("--n-mlp", type=int, default=4, show_default=True, help="Mapping-network layers.")
+@click.option("--lr", type=float, default=0.0025, show_default=True, help="Adam learning rate (G and D).")
+@click.option("--r1", type=float, default=0.25, show_default=True, help="R1 regularisation weight gamma.")
+@click.option("--r1-every", type=int, default=16, show_default=True, help="Lazy R1: every N discriminator steps.")
+@click.option("--pl-weight", type=float, default=0.0, show_default=True,
+              help="Path-length regularisation weight (0 = off; it is slow on a CPU).")
+@click.option("--mixing-prob", type=float, default=0.9, show_default=True, help="Style-mixing probability.")
+@click.option("--ema-kimg", type=float, default=5.0, show_default=True,
+              help="Half-life of the EMA generator in thousands of images.")
+@click.option("--ema-rampup", type=float, default=0.05, show_default=True,
+              help="EMA ramp-up: the half-life is at most this fraction of the images seen so far.")
+@click.option("--mirror/--no-mirror", default=False, show_default=True, help="Random horizontal flips of reals.")
+@click.option("--snapshot-kimg", type=float, default=2.0, show_default=True,
+              help="Write checkpoint.pt and g_ema.safetensors every N kimg.")
+@click.option("--sample-kimg", type=float, default=2.0, show_default=True, help="Write a sample grid every N kimg.")
+@click.option("--log-kimg", type=float, default=0.5, show_default=True, help="Log metrics every N kimg.")
+@click.option("--sample-count", type=int, default=32, show_default=True, help="Images in each sample grid.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initial weights, data order and samples.")
+@click.option("--workers", type=int, default=1, show_default=True, help="DataLoader worker processes per rank.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto = CUDA when available.")
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True,
+              help="NHWC memory format for D and images (slower here with the compiled ops; try it elsewhere).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.pass_context
+def train_stylegan2_cmd(ctx: click.Context, data, data_format, output, resume, size, kimg, batch, channels,
+                        style_dim, n_mlp, lr, r1, r1_every, pl_weight, mixing_prob, ema_kimg, ema_rampup, mirror,
+                        snapshot_kimg, sample_kimg, log_kimg, sample_count, seed, workers, device, channels_last,
+                        progress) -> None:
+    """Train a StyleGAN2 generator; writes RUN/checkpoint.pt, RUN/g_ema.safetensors, samples and metrics.
+
+    \b
+    Examples:
+      latentedit train stylegan2 --data toyfaces:0:50000 -o runs/toy64
+      latentedit train stylegan2 --data /data/celeba --size 64 --kimg 300 -o runs/celeba64
+      torchrun --nproc_per_node 2 -m latentedit train stylegan2 --data DIR -o RUN   (DDP)
+
+    Interrupting (Ctrl-C, SIGTERM) writes a checkpoint first; rerunning the same command resumes.
+    """
+    from latentedit.train import stylegan2
+    from latentedit.train.common import parse_channels
+
+    if output is None and resume is None:
+        raise InputError("give the run folder with -o RUN (or --resume RUN to continue a run)")
+    output = Path(output if output is not None else resume)
+    values = {"data": data, "data_format": data_format, "size": size, "kimg": kimg, "batch": batch,
+              "channels": parse_channels(channels) if channels is not None else None, "style_dim": style_dim,
+              "n_mlp": n_mlp, "lr": lr, "r1_gamma": r1, "r1_every": r1_every, "pl_weight": pl_weight,
+              "mixing_prob": mixing_prob, "ema_kimg": ema_kimg, "ema_rampup": ema_rampup, "mirror": mirror,
+              "snapshot_kimg": snapshot_kimg, "sample_kimg": sample_kimg, "log_kimg": log_kimg,
+              "sample_count": sample_count, "seed": seed, "workers": workers, "device": device,
+              "channels_last": channels_last}
+    explicit = {_FIELD_OF_OPTION.get(name, name) for name in ctx.params
+                if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
+
+    checkpoint_path = stylegan2.find_resume_checkpoint(output, resume)
+    if checkpoint_path is None:
+        if data is None:
+            raise InputError("--data is required for a new run")
+        config = stylegan2.StyleGAN2TrainConfig(**values)
+    else:
+        saved = stylegan2.read_training_checkpoint(checkpoint_path)
+        config = stylegan2.resume_config(saved["args"], stylegan2.StyleGAN2TrainConfig(
+            **{**values, "data": data or saved["args"]["data"]}), explicit & set(values))
+        del saved
+
+    result = stylegan2.train_stylegan2(config, output, resume_from=checkpoint_path, progress=progress)
+    rank_zero = _is_rank_zero()
+    if result.stop_signal is not None:
+        if rank_zero:
+            click.echo(f"stopped by signal {result.stop_signal} at {result.kimg:.3f} kimg (step {result.step}); "
+                       f"checkpoint saved to {result.checkpoint}; rerun the same command to resume", err=True)
+        sys.exit(128 + result.stop_signal)
+    if rank_zero:
+        speed = f", {result.img_per_sec:.1f} img/s" if result.img_per_sec else ""
+        click.echo(f"trained to {result.kimg:.3f} kimg (step {result.step}{speed}); "
+                   f"EMA generator: {output / stylegan2.EXPORT_NAME}")
+
+
+def _is_rank_zero() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+COMMANDS = [train_group]

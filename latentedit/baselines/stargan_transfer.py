@@ -1,0 +1,194 @@
+"""Use a trained StarGAN on image files: attribute transfer and single-attribute grids.
+
+Images are read with :func:`latentedit.images.load_image_tensor` (any Pillow mode, EXIF orientation,
+centre square crop, Lanczos resize to the model's ``image_size``): for aligned CelebA photographs
+(178 x 218) the square crop is the official 178 x 178 crop; square images are only resized.
+
+Source labels (what the generator is told the input shows, needed for StarGAN's ``c_org``) come from
+``source_attrs`` (``NAME=0|1`` for every image) and, for attributes not given there, from the
+attribute classifier (:func:`latentedit.classifier.predict_attributes`, probability > 0.5). At most one
+hair colour is kept: a hair colour given as 1 clears the predicted ones, and of several predicted
+colours above 0.5 only the most probable stays. When every attribute is given the classifier is not
+loaded. An attribute that neither source knows is an :class:`InputError`.
+
+Target labels: :func:`latentedit.baselines.stargan.apply_changes` (hair colours exclusive, other
+attributes set as given, unset attributes keep the source's values). Grids use
+:func:`latentedit.baselines.stargan.single_attribute_targets` (the official translations).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from latentedit.baselines import stargan
+from latentedit.errors import InputError
+
+OUTPUT_SUFFIXES = (".png",)
+
+
+@dataclass
+class SourceLabels:
+    """``labels [N, c]`` float 0/1 in the model's attribute order and, per attribute name, where its
+    values came from (``given`` or ``classifier``); ``probabilities [N, c]`` holds the classifier's
+    probability (NaN for given attributes)."""
+
+    labels: torch.Tensor
+    provenance: dict[str, str]
+    probabilities: torch.Tensor
+
+
+def load_images(paths: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
+    """Read image files as ``[N, 3, size, size]`` float32 in [-1, 1] (:func:`load_image_tensor`).
+    InputError names the first unreadable file."""
+    from latentedit.images import load_image_tensor
+
+    if not paths:
+        raise InputError("give at least one image")
+    return torch.stack([load_image_tensor(path, size)[0] for path in paths])
+
+
+def source_labels(images: torch.Tensor, attribute_names: Sequence[str], given: Mapping[str, int] | None = None,
+                  classifier_path: str | os.PathLike | None = None) -> SourceLabels:
+    """The source labels of ``images [N, 3, H, W]`` (module docstring). ``given`` maps names to 0/1 for
+    every image; ``classifier_path`` None means the shipped attribute classifier."""
+    names = list(attribute_names)
+    given = dict(given or {})
+    count = images.shape[0]
+    labels = torch.zeros(count, len(names))
+    probabilities = torch.full((count, len(names)), float("nan"))
+    provenance = {name: "given" for name in given}
+    needed = [name for name in names if name not in given]
+    if needed:
+        from latentedit.classifier import load_classifier, predict_attributes
+
+        classifier = load_classifier(classifier_path)
+        known = list(classifier.attribute_names)
+        unknown = [name for name in needed if name not in known]
+        if unknown:
+            raise InputError(f"the attribute classifier does not predict {', '.join(unknown)}; give the source's "
+                             f"values with --source-attrs {unknown[0]}=0|1,...")
+        predicted = predict_attributes(classifier, images)
+        for name in needed:
+            probabilities[:, names.index(name)] = predicted[:, known.index(name)]
+            provenance[name] = "classifier"
+        labels = (probabilities > 0.5).float()
+    for name, value in given.items():
+        labels[:, names.index(name)] = float(value)
+    predicted_hair = [i for i in stargan.hair_indices(names) if names[i] not in given]
+    if any(given.get(names[i]) == 1 for i in stargan.hair_indices(names)):
+        labels[:, predicted_hair] = 0  # a given hair colour wins over predicted ones
+    elif len(predicted_hair) > 1:
+        # Several colours above 0.5 describe no face; keep the most probable one.
+        scores = probabilities[:, predicted_hair]
+        several = labels[:, predicted_hair].sum(dim=1) > 1
+        best = torch.zeros_like(scores).scatter_(1, scores.argmax(dim=1, keepdim=True), 1.0)
+        labels[:, predicted_hair] = torch.where(several[:, None], best, labels[:, predicted_hair])
+    return SourceLabels(labels, provenance, probabilities)
+
+
+@torch.no_grad()
+def translate(generator: stargan.StarGANGenerator, images: torch.Tensor, targets: torch.Tensor,
+              batch_size: int = 16) -> torch.Tensor:
+    """``generator(images, targets)`` in batches, on the generator's device: ``[N, 3, H, W]`` on the CPU."""
+    device = next(generator.parameters()).device
+    outputs = []
+    for begin in range(0, images.shape[0], batch_size):
+        outputs.append(generator(images[begin:begin + batch_size].to(device),
+                                 targets[begin:begin + batch_size].to(device)).cpu())
+    return torch.cat(outputs)
+
+
+def _output_paths(paths: Sequence[Path], output: Path) -> list[Path]:
+    """One ``.png`` per input: ``output`` itself for one input with an image suffix, else
+    ``output/<stem>.png`` (``<stem>_2.png`` ... for repeated stems)."""
+    if output.suffix.lower() in OUTPUT_SUFFIXES:
+        if len(paths) != 1:
+            raise InputError(f"-o {output} names one file but {len(paths)} images were given; pass a folder")
+        return [output]
+    if output.suffix:
+        raise InputError(f"-o {output}: write PNG files (a .png path) or give a folder")
+    if output.exists() and not output.is_dir():
+        raise InputError(f"-o {output} exists and is not a folder")
+    seen: dict[str, int] = {}
+    result = []
+    for path in paths:
+        stem = Path(path).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        result.append(output / (stem + ".png" if seen[stem] == 1 else f"{stem}_{seen[stem]}.png"))
+    return result
+
+
+def _labels_dict(row: torch.Tensor, names: Sequence[str]) -> dict[str, int]:
+    return {name: int(value) for name, value in zip(names, row.tolist())}
+
+
+def transfer_files(image_paths: Sequence[str | os.PathLike], changes: Sequence[str], output: str | os.PathLike,
+                   ckpt: str | os.PathLike = stargan.DEFAULT_STARGAN, source_attrs: Sequence[str] = (),
+                   classifier_path: str | os.PathLike | None = None, device: str = "auto") -> dict:
+    """Translate each image to its source labels with ``changes`` applied and write PNGs.
+
+    ``changes`` / ``source_attrs``: items ``NAME=0|1`` (or comma-joined) over the model's attributes.
+    ``output``: a ``.png`` file for one image, else a folder (``<stem>.png`` per image plus
+    ``transfer.json``). Returns the manifest: checkpoint, changes, and per image the input, output,
+    source labels (with provenance) and target labels.
+    """
+    from latentedit.device import resolve_device
+    from latentedit.io import save_png, to_uint8, write_json
+
+    generator, info = stargan.load_stargan_generator(ckpt, device=resolve_device(device))
+    names = info.attribute_names
+    change_map = stargan.parse_assignments(changes, names, "--set")
+    if not change_map:
+        raise InputError(f"nothing to change; give --set NAME=0|1 with NAME one of {', '.join(names)}")
+    given = stargan.parse_assignments(source_attrs, names, "--source-attrs")
+    paths = [Path(p) for p in image_paths]
+    destinations = _output_paths(paths, Path(output))
+    images = load_images(paths, info.image_size)
+    source = source_labels(images, names, given, classifier_path)
+    targets = stargan.apply_changes(source.labels, names, change_map)
+    results = translate(generator, images, targets)
+    pixels = to_uint8(results)
+    entries = []
+    for index, (path, destination) in enumerate(zip(paths, destinations)):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        save_png(destination, pixels[index])
+        entries.append({"input": str(path), "output": str(destination),
+                        "source": _labels_dict(source.labels[index], names),
+                        "target": _labels_dict(targets[index], names)})
+    manifest = {"checkpoint": str(info.path), "attribute_names": list(names), "changes": change_map,
+                "source_provenance": source.provenance, "images": entries}
+    if Path(output).suffix.lower() not in OUTPUT_SUFFIXES:
+        write_json(Path(output) / "transfer.json", manifest)
+    return manifest
+
+
+def grid_files(image_paths: Sequence[str | os.PathLike], output: str | os.PathLike,
+               ckpt: str | os.PathLike = stargan.DEFAULT_STARGAN, source_attrs: Sequence[str] = (),
+               classifier_path: str | os.PathLike | None = None, device: str = "auto") -> dict:
+    """Write one PNG grid (``output``, a ``.png`` path): a row per image, the input then every
+    single-attribute translation in the model's attribute order. Returns ``{"columns": ["input",
+    names...], "rows": [{"input", "source"}...], "output", "checkpoint"}``."""
+    from latentedit.device import resolve_device
+    from latentedit.io import make_grid, save_png, to_uint8
+
+    output = Path(output)
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InputError(f"-o {output}: the grid is written as one PNG file; give a .png path")
+    generator, info = stargan.load_stargan_generator(ckpt, device=resolve_device(device))
+    names = info.attribute_names
+    given = stargan.parse_assignments(source_attrs, names, "--source-attrs")
+    paths = [Path(p) for p in image_paths]
+    images = load_images(paths, info.image_size)
+    source = source_labels(images, names, given, classifier_path)
+    columns = [images] + [translate(generator, images, target)
+                          for target in stargan.single_attribute_targets(source.labels, names)]
+    tiles = torch.stack(columns, dim=1).flatten(0, 1)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_png(output, make_grid(to_uint8(tiles), columns=len(columns)))
+    return {"output": str(output), "checkpoint": str(info.path), "columns": ["input", *names],
+            "rows": [{"input": str(path), "source": _labels_dict(source.labels[i], names)}
+                     for i, path in enumerate(paths)]}
