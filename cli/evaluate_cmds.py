@@ -1,2 +1,95 @@
-"""CLI commands (filled in by the owning subsystem)."""
-COMMANDS = []
+"""``latentedit evaluate ...``: measure edits and models. ``evaluate edit`` scores editing directions."""
+from __future__ import annotations
+
+import click
+
+from latentedit.cli.generate_cmd import CKPT_HELP
+
+
+def _warn(message: str) -> None:
+    click.echo(message if message.startswith("note:") else f"warning: {message}", err=True)
+
+
+@click.group("evaluate")
+def evaluate_group() -> None:
+    """Measure edits: success rates, side effects, distance to ground truth."""
+
+
+@evaluate_group.command("edit")
+@click.option("--vec", "vectors", multiple=True, required=True,
+              help="Direction .npy to evaluate (repeatable; NAME=PATH names it in the tables, default: file stem).")
+@click.option("--attr", "attribute", required=True, help="The attribute the directions should add, e.g. Blond_Hair.")
+@click.option("--strengths", default="0:3:7", show_default=True,
+              help="Strengths: START:STOP:COUNT (linspace), a list (0,1,2) or one number.")
+@click.option("--source", type=click.Choice(["generated", "inverted"]), default="generated", show_default=True,
+              help="generated: samples lacking the attribute; inverted: inversions of held-out toyfaces renders "
+                   "lacking it (adds the PSNR to the ground-truth counterfactual).")
+@click.option("--n", "count", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
+              help="Source latents.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated sources.")
+@click.option("--start", type=click.IntRange(0, None), default=0, show_default=True,
+              help="First held-out face index considered (inverted sources).")
+@click.option("--layers", default=None, help="W+ rows to edit, e.g. 0-5 (default: all).")
+@click.option("--normalize", is_flag=True,
+              help="Rescale every direction to magnitude 1 (W norm / RMS row norm), so strengths are comparable.")
+@click.option("--watch", default="Male", show_default=True,
+              help="Comma-separated attributes whose flip rates get their own columns.")
+@click.option("--target-success", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
+              help="Report the smallest strength reaching this success rate.")
+@click.option("--invert-steps", type=click.IntRange(1, 1_000_000), default=200, show_default=True,
+              help="Inversion steps per held-out face (inverted sources; cached in OUT/inversions).")
+@click.option("--invert-batch", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Held-out faces inverted together.")
+@click.option("--samples", "keep", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Sources shown in each direction's sample grid.")
+@click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), default=None,
+              help="Attribute classifier .safetensors (default: the shipped one).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="edit_eval", show_default=True,
+              help="Output folder.")
+@click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def edit_command(vectors, attribute, strengths, source, count, seed, start, layers, normalize, watch, target_success,
+                 invert_steps, invert_batch, keep, classifier_path, batch_size, out_dir, ckpt, device,
+                 progress) -> None:
+    """Score directions that should add ATTR: success rate, side-effect flips, pixel / LPIPS change, and for
+    inverted held-out faces the PSNR to the ground-truth counterfactual, by strength.
+
+    Writes edit_eval.json, edit_eval.md (tables), edit_eval.png (curves) and <direction>_samples.png
+    (rows = sources, columns = strengths; inverted: the render first and the counterfactual last).
+
+    \b
+    latentedit evaluate edit --vec blond_pulse.npy --vec blond_svm.npy --attr Blond_Hair \\
+        --strengths 0:3:7 --source inverted --n 50 -o runs/eval_blond
+    """
+    from latentedit.checkpoints import load_generator
+    from latentedit.device import resolve_device
+    from latentedit.directions import load_attribute_classifier, parse_strengths
+    from latentedit.evaluate_edit import evaluate_edit_to_folder
+    from latentedit.invert import InversionSettings
+
+    strength_list = parse_strengths(strengths)
+    watch_list = [name.strip() for name in watch.split(",") if name.strip()]
+    generator, info = load_generator(ckpt, device=resolve_device(device))
+    classifier, classifier_info = load_attribute_classifier(classifier_path, device=next(generator.parameters()).device)
+    result = evaluate_edit_to_folder(
+        generator, classifier, list(vectors), attribute, strength_list, out_dir, source=source, n=count, seed=seed,
+        start=start, layers=layers, normalize=normalize, invert_settings=InversionSettings(steps=invert_steps),
+        invert_batch=invert_batch, checkpoint_info=info.to_dict(), classifier_info=classifier_info, watch=watch_list,
+        target_success=target_success, batch_size=batch_size, keep=keep, log=_warn, progress=progress)
+    for name, entry in result["directions"].items():
+        best = entry["summary"]["best"]
+        worst = best["side_effect_max"]
+        watched = ", ".join(f"{k} {100 * v:.1f} %" for k, v in best["watched"].items())
+        line = (f"{name}: best strength {best['strength']:g}: {100 * best['success_rate']:.1f} % {attribute}; "
+                f"side effects mean {100 * best['side_effect_mean']:.1f} %, worst {worst['attribute']} "
+                f"{100 * worst['rate']:.1f} %" + (f"; {watched}" if watched else ""))
+        if entry["summary"]["best_psnr"]:
+            top = entry["summary"]["best_psnr"]
+            line += f"; best PSNR to truth {top['psnr_to_truth_db']:.2f} dB at {top['strength']:g}"
+        click.echo(line)
+    click.echo(f"wrote {', '.join(result['files'][:3])} and sample grids to {out_dir}")
+
+
+COMMANDS = [evaluate_group]

@@ -1,0 +1,227 @@
+"""``evaluate edit``: success and side-effect rates by strength, generated and inverted sources, reports."""
+from __future__ import annotations
+
+import json
+import types
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+
+from latentedit import directions as dirs
+from latentedit import evaluate_edit as ev
+from latentedit.checkpoints import save_native
+from latentedit.data import toyfaces
+from latentedit.data.toyfaces import ATTRIBUTE_NAMES
+from latentedit.errors import InputError
+from latentedit.invert import InversionSettings
+from latentedit.model import Generator, GeneratorConfig
+
+BLOND = ATTRIBUTE_NAMES.index("Blond_Hair")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no VGG16 weights: LPIPS is not measured
+    monkeypatch.setenv("LATENTEDIT_OPS", "native")
+
+
+@pytest.fixture(scope="module")
+def generator() -> Generator:
+    torch.manual_seed(7)
+    model = Generator(GeneratorConfig(size=32, style_dim=24, n_mlp=2, channels={4: 20, 8: 18, 16: 12, 32: 10}))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("noise.weight"):
+                parameter.fill_(0.3)
+    model.set_w_avg(model.compute_w_avg(num_samples=256))
+    return model.eval().requires_grad_(False)
+
+
+class BrightnessClassifier(nn.Module):
+    """Attribute k is present when the mean of colour channel ``k % 3`` exceeds ``thresholds[k]``."""
+
+    def __init__(self, thresholds, gain: float = 40.0):
+        super().__init__()
+        self.config = types.SimpleNamespace(input_size=16)
+        self.attribute_names = ATTRIBUTE_NAMES
+        self.register_buffer("thresholds", torch.as_tensor(thresholds, dtype=torch.float32))
+        self.unused = nn.Parameter(torch.zeros(1))
+        self.gain = gain
+
+    def forward(self, images):
+        means = images.mean(dim=(2, 3))
+        return self.gain * (means[:, [k % 3 for k in range(len(ATTRIBUTE_NAMES))]] - self.thresholds)
+
+
+def median_thresholds(generator) -> list[float]:
+    with torch.no_grad():
+        z = torch.randn(256, 24, generator=torch.Generator().manual_seed(1))
+        images = generator.synthesis(generator.mapping(z))
+    medians = images.clamp(-1, 1).mean(dim=(2, 3)).median(0).values
+    return [float(medians[k % 3]) for k in range(len(ATTRIBUTE_NAMES))]
+
+
+@pytest.fixture(scope="module")
+def classifier(generator) -> BrightnessClassifier:
+    return BrightnessClassifier(median_thresholds(generator))
+
+
+@pytest.fixture(scope="module")
+def svm_direction(generator, classifier) -> np.ndarray:
+    samples = dirs.sample_and_label(generator, classifier, 200, seed=0)
+    vector, _ = dirs.interfacegan_direction(samples, "Blond_Hair")
+    return vector
+
+
+def test_side_effects_exclude_the_other_hair_colours_only_for_hair_colours():
+    blond = ev.side_effect_attributes("Blond_Hair")
+    assert not set(toyfaces.HAIR_COLOURS) & set(blond) and "Male" in blond and len(blond) == len(ATTRIBUTE_NAMES) - 4
+    glasses = ev.side_effect_attributes("Eyeglasses")
+    assert "Eyeglasses" not in glasses and set(toyfaces.HAIR_COLOURS) <= set(glasses)
+    with pytest.raises(InputError, match="unknown attribute"):
+        ev.side_effect_attributes("Blond")
+
+
+def test_flip_rates_count_label_changes():
+    names = ["A", "B"]
+    before = np.array([[0.1, 0.9], [0.6, 0.2], [0.4, 0.7], [0.2, 0.1]])
+    after = np.array([[0.7, 0.9], [0.8, 0.6], [0.4, 0.3], [0.2, 0.1]])
+    assert ev.flip_rates(before, after, names, ["A", "B"]) == {"A": 0.25, "B": 0.5}
+
+
+def _record(strength, success, psnr=None):
+    return {"strength": strength, "success_rate": success, "side_effect_mean": 0.0,
+            "side_effect_max": {"attribute": "Male", "rate": 0.0}, "flips": {"Male": 0.1 * abs(strength)},
+            "pixel_change": 0.0, "lpips": None, "psnr_to_truth_db": psnr}
+
+
+def test_summary_picks_the_best_and_the_smallest_strength_reaching_the_target():
+    records = [_record(-2, 0.9, 10.0), _record(0, 0.0, 12.0), _record(1, 0.85, 15.0), _record(2, 0.95, 14.0),
+               _record(3, 0.95, 13.0)]
+    summary = ev.summarise(records, target_success=0.8)
+    assert summary["best"]["strength"] == 2  # highest success; ties go to the smaller |strength|
+    assert summary["first_at_target"]["strength"] == 1 and summary["first_at_target"]["watched"]["Male"] == 0.1
+    assert summary["best_psnr"] == {"strength": 1, "psnr_to_truth_db": 15.0, "success_rate": 0.85}
+    assert ev.summarise(records, target_success=0.99)["first_at_target"] is None
+
+
+def test_generated_sources_lack_the_attribute(generator, classifier):
+    sources = ev.generated_sources(generator, classifier, "Blond_Hair", 12, seed=4, batch_size=16)
+    assert sources.w_plus.shape == (12, generator.num_ws, 24) and len(set(sources.ids)) == 12
+    assert (sources.probs[:, BLOND] < 0.5).all()
+    assert torch.equal(sources.originals, dirs.render_latents(generator, sources.w_plus, 16))
+    with pytest.raises(InputError, match="lack Blond_Hair"):
+        ev.generated_sources(generator, BrightnessClassifier([-5.0] * len(ATTRIBUTE_NAMES)), "Blond_Hair", 2,
+                             max_draws=256)
+
+
+def test_a_good_direction_succeeds_and_zero_strength_changes_nothing(generator, classifier, svm_direction, tmp_path):
+    sources = ev.generated_sources(generator, classifier, "Blond_Hair", 24, seed=3, batch_size=64)
+    directions = {"svm": svm_direction, "reverse": -svm_direction}
+    result, kept = ev.evaluate_directions(generator, classifier, sources, directions, "Blond_Hair", [0.0, 1.5, 3.0],
+                                          watch=["Male", "Young"], keep=4)
+    forward = result["directions"]["svm"]["per_strength"]
+    zero = forward[0]
+    assert zero["success_rate"] == 0.0 and zero["pixel_change"] == 0.0 and zero["side_effect_mean"] == 0.0
+    assert forward[2]["success_rate"] > 0.7 and forward[2]["pixel_change"] > forward[1]["pixel_change"] > 0
+    assert result["directions"]["reverse"]["per_strength"][2]["success_rate"] < 0.1
+    assert result["directions"]["svm"]["summary"]["best"]["strength"] == 3.0
+    assert set(zero["flips"]) == set(ev.side_effect_attributes("Blond_Hair"))
+    assert zero["lpips"] is None and zero["psnr_to_truth_db"] is None
+    assert kept["svm"].shape == (4, 3, 3, 32, 32)
+
+    result["sources"] = {"kind": "generated", "count": 24, "ids": sources.ids, "details": sources.details}
+    files = ev.write_report(result, kept, sources, tmp_path)
+    assert files[:3] == ["edit_eval.json", "edit_eval.md", "edit_eval.png"]
+    stored = json.loads((tmp_path / "edit_eval.json").read_text())
+    assert stored["directions"]["svm"]["per_strength"][2]["success_rate"] == forward[2]["success_rate"]
+    markdown = (tmp_path / "edit_eval.md").read_text()
+    assert "| svm | 3 |" in markdown and "Male flips" in markdown and "Young flips" in markdown
+    assert "other hair colours excluded" in markdown
+    assert Image.open(tmp_path / "edit_eval.png").size[0] > 500
+    assert Image.open(tmp_path / "svm_samples.png").size == (3 * 34 + 2, 4 * 34 + 2)
+
+
+def test_normalize_makes_strength_a_distance(generator, classifier, svm_direction):
+    sources = ev.generated_sources(generator, classifier, "Blond_Hair", 6, seed=3)
+    plain, _ = ev.evaluate_directions(generator, classifier, sources, {"v": svm_direction}, "Blond_Hair", [2.0])
+    scaled, _ = ev.evaluate_directions(generator, classifier, sources, {"v": 5 * svm_direction}, "Blond_Hair", [2.0],
+                                       normalize=True)
+    assert scaled["directions"]["v"]["magnitude"] == pytest.approx(5.0, rel=1e-5)
+    assert scaled["directions"]["v"]["scale"] == pytest.approx(0.2, rel=1e-5)
+    assert scaled["directions"]["v"]["per_strength"][0]["pixel_change"] == pytest.approx(
+        plain["directions"]["v"]["per_strength"][0]["pixel_change"], rel=1e-4)
+
+
+def test_inverted_sources_compare_with_the_counterfactual_and_cache_inversions(generator, tmp_path):
+    thresholds = median_thresholds(generator)
+    thresholds[BLOND] = 5.0  # nothing is ever labelled blond: every reconstruction qualifies
+    classifier = BrightnessClassifier(thresholds)
+    settings = InversionSettings(steps=2, perceptual="none")
+    sources = ev.inverted_sources(generator, classifier, "Blond_Hair", 3, settings=settings, start=0, batch_size=2,
+                                  cache_dir=tmp_path / "cache", cache_key={"generator_sha256": "x"})
+    expected = [i for i in range(40)
+                if toyfaces.sample_params(toyfaces.HELDOUT_SEED, i).attributes["Blond_Hair"] == 0][:3]
+    assert sources.ids == expected
+    truth = toyfaces.render(
+        toyfaces.sample_params(toyfaces.HELDOUT_SEED, expected[1]).with_attributes(Blond_Hair=1), 32)
+    np.testing.assert_allclose(((sources.truths[1] + 1) * 127.5).permute(1, 2, 0).numpy(), truth, atol=1e-3)
+    assert sources.details["inversion"]["inverted"] == 3 and len(list((tmp_path / "cache").iterdir())) == 3
+
+    again = ev.inverted_sources(generator, classifier, "Blond_Hair", 3, settings=settings, batch_size=2,
+                                cache_dir=tmp_path / "cache", cache_key={"generator_sha256": "x"})
+    assert again.details["inversion"]["cached"] == 3 and again.details["inversion"]["inverted"] == 0
+    assert torch.equal(again.w_plus, sources.w_plus)
+
+    records, _ = ev.evaluate_direction(generator, classifier, sources, np.zeros(24, np.float32), "Blond_Hair", [0.0])
+    manual = ev._psnr_per_image(sources.originals, sources.truths).mean()
+    assert records[0]["psnr_to_truth_db"] == pytest.approx(float(manual), rel=1e-6)
+    assert sources.details["baseline"]["reconstruction_psnr_to_truth_db"] == pytest.approx(float(manual), abs=1e-3)
+
+
+def test_inverted_sources_drop_reconstructions_that_already_show_the_attribute(generator):
+    thresholds = median_thresholds(generator)
+    thresholds[BLOND] = -5.0  # every reconstruction looks blond
+    with pytest.raises(InputError, match="labelled as lacking it after inversion"):
+        ev.inverted_sources(generator, BrightnessClassifier(thresholds), "Blond_Hair", 1,
+                            settings=InversionSettings(steps=1, perceptual="none"), max_candidates=2)
+    with pytest.raises(InputError, match="fixed noise"):
+        ev.inverted_sources(generator, BrightnessClassifier(thresholds), "Blond_Hair", 1,
+                            settings=InversionSettings(steps=1, noise="optimize", perceptual="none"))
+
+
+def test_direction_names_accept_name_equals_path(tmp_path):
+    assert ev.direction_names(["a/b/blond.npy", "single=x/y.npy", "a/c/blond.npy"]) == [
+        ("blond", "a/b/blond.npy"), ("single", "x/y.npy"), ("blond_2", "a/c/blond.npy")]
+
+
+def test_evaluate_edit_command(generator, tmp_path):
+    from latentedit.cli.main import cli
+
+    ckpt = save_native(generator, tmp_path / "tiny.safetensors")
+    dirs.save_direction(tmp_path / "v.npy", np.ones(24, np.float32), method="test")
+    result = CliRunner().invoke(cli, ["evaluate", "edit", "--ckpt", str(ckpt), "--vec", str(tmp_path / "v.npy"),
+                                      "--attr", "Blond_Hair", "--n", "4", "--strengths", "0:1:2", "--no-progress",
+                                      "-o", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "note: LPIPS not measured" in result.output and "v: best strength" in result.output
+    stored = json.loads((tmp_path / "eval" / "edit_eval.json").read_text())
+    assert stored["lpips"] is None and stored["sources"]["count"] == 4 and stored["classifier"]["sha256"]
+    assert [r["strength"] for r in stored["directions"]["v"]["per_strength"]] == [0.0, 1.0]
+    for name in ("edit_eval.md", "edit_eval.png", "v_samples.png"):
+        assert (tmp_path / "eval" / name).is_file()
+    result = CliRunner().invoke(cli, ["evaluate", "edit", "--ckpt", str(ckpt), "--vec", str(tmp_path / "v.npy"),
+                                      "--attr", "Blonde", "-o", str(tmp_path / "eval2")])
+    assert result.exit_code == 2 and result.output.startswith("error: unknown attribute 'Blonde'")
