@@ -58,11 +58,14 @@ def _measure(task: dict) -> dict:
 
 
 def _compiled_available() -> bool:
-    try:
-        from latentedit.ops import backend
+    from latentedit.errors import OpsBuildError
+    from latentedit.ops import _build
 
-        return bool(getattr(backend, "compiled_available", lambda: False)())
-    except Exception:
+    try:
+        _build.load_extension(_build.CPU_SPEC)
+        return True
+    except OpsBuildError as error:
+        print(f"compiled CPU ops unavailable: {error}")
         return False
 
 
@@ -80,9 +83,10 @@ def run(sizes, batches, backends, modulations, repeats) -> list[dict]:
               f"fwd+bwd {row['forward_backward_s'] * 1e3 / row['batch']:8.1f} ms/img", flush=True)
     # Ratios against the native path with the same size, batch and modulation, measured in this run.
     for row in rows:
-        base = next(r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"]
-                    and r["backend"] == "native" and r["modulation"] == row["modulation"])
-        row["fwd_bwd_speedup_vs_native"] = base["forward_backward_s"] / row["forward_backward_s"]
+        base = next((r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"]
+                     and r["backend"] == "native" and r["modulation"] == row["modulation"]), None)
+        row["fwd_bwd_speedup_vs_native"] = (base["forward_backward_s"] / row["forward_backward_s"]
+                                            if base else float("nan"))
         single = [r for r in rows if r["size"] == row["size"] and r["batch"] == 1
                   and r["backend"] == row["backend"] and r["modulation"] == row["modulation"]]
         if single:
@@ -90,6 +94,9 @@ def run(sizes, batches, backends, modulations, repeats) -> list[dict]:
         same = [r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"]]
         row["max_output_diff_vs_others"] = max(
             max(abs(a - b) for a, b in zip(row["output"], r["output"])) for r in same)
+    if rows:
+        print(f"max output difference between backends/strategies: "
+              f"{max(r['max_output_diff_vs_others'] for r in rows):.2e}")
     return rows
 
 
@@ -109,11 +116,13 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--backends", nargs="+", default=None, help="default: native, plus compiled if it builds")
-    parser.add_argument("--modulations", nargs="+", default=["grouped", "scaled", "auto"])
+    parser.add_argument("--modulations", nargs="+", default=["grouped", "scaled"],
+                        help="'auto' is 'scaled' on CPU (see latentedit.model.layers.auto_strategy)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default="benchmarks/results/generator.json")
     args = parser.parse_args(argv)
-    backends = args.backends or (["native", "compiled"] if _compiled_available() else ["native"])
+    # "auto" is the default path: per op, whichever of native and compiled measured faster at first use.
+    backends = args.backends or (["native", "compiled", "auto"] if _compiled_available() else ["native"])
     import torch
 
     print(f"generator benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")

@@ -93,3 +93,39 @@ def edit_command(vectors, attribute, strengths, source, count, seed, start, laye
 
 
 COMMANDS = [evaluate_group]
+
+
+@evaluate_group.command("model")
+@click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
+@click.option("--n", "count", type=click.IntRange(10, 100_000), default=5000, show_default=True,
+              help="Generated samples, and held-out renders in each reference set.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated samples.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Rendering processes.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="model_eval", show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def model_command(ckpt, count, seed, workers, device, out_dir, progress) -> None:
+    """Score a generator trained on toyfaces: FD-toy against held-out renders (with the floor and the
+    untrained architecture measured in the same run) and attribute frequencies against the training data.
+
+    Writes model_eval.json, model_eval.md and samples.png (8x8, psi 1).
+    """
+    from pathlib import Path
+
+    from latentedit import io
+    from latentedit.checkpoints import load_generator
+    from latentedit.device import resolve_device
+    from latentedit.evaluate_model import evaluate_generator, format_report, sample_images
+
+    generator, info = load_generator(ckpt, device=resolve_device(device))
+    result = evaluate_generator(generator, count=count, seed=seed, workers=workers, progress=progress)
+    result["checkpoint"] = info.to_dict()
+    result["versions"] = io.versions()
+    report = format_report(result)
+    out = Path(out_dir)
+    io.write_json(out / "model_eval.json", result)
+    with io.atomic_write(out / "model_eval.md", "w") as handle:
+        handle.write(report + "\n")
+    io.save_png(out / "samples.png", io.make_grid(io.to_uint8(sample_images(generator, 64, seed)), columns=8))
+    click.echo(report)
+    click.echo(f"wrote {out / 'model_eval.json'}, {out / 'model_eval.md'}, {out / 'samples.png'}")

@@ -131,7 +131,8 @@ class Generator(nn.Module):
 
     Attributes users rely on: ``size``, ``num_ws``, ``w_dim`` (= style_dim), ``num_layers`` (noise
     inputs), ``config``, ``w_avg [w_dim]`` (a non-persistent buffer set by the checkpoint loader, or
-    computed by :meth:`compute_w_avg`), ``modulation`` (``auto``/``grouped``/``scaled``).
+    computed by :meth:`compute_w_avg`), ``modulation`` (``auto``/``grouped``/``scaled``),
+    ``cpu_micro_batch`` (on CPU, synthesis runs this many samples at a time; 0 or None: all at once).
     """
 
     def __init__(self, config: GeneratorConfig):
@@ -160,6 +161,7 @@ class Generator(nn.Module):
         self.register_buffer("w_avg", torch.zeros(config.style_dim), persistent=False)
         self.has_w_avg = False
         self.modulation = "auto"
+        self.cpu_micro_batch = 1
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -268,6 +270,20 @@ class Generator(nn.Module):
             raise ValueError(f"modulation must be one of {MODULATION_STRATEGIES}, got {strategy!r}")
         batch = w_plus.shape[0]
         noise = self.make_noise(noise_mode, batch, w_plus.device, w_plus.dtype)
+        micro = self.cpu_micro_batch
+        if w_plus.device.type == "cpu" and micro and batch > micro:
+            # On CPU, samples run one micro-batch at a time: the activations of one sample stay in
+            # cache, so a batch of 4 costs 3.5x one sample instead of 5x (benchmarks/generator.py).
+            chunks = []
+            for start in range(0, batch, micro):
+                stop = min(start + micro, batch)
+                chunk_noise = [n if n is None or n.shape[0] == 1 else n[start:stop] for n in noise]
+                chunks.append(self._synthesis(w_plus[start:stop], chunk_noise, strategy))
+            return torch.cat(chunks)
+        return self._synthesis(w_plus, noise, strategy)
+
+    def _synthesis(self, w_plus: torch.Tensor, noise: list, strategy: str) -> torch.Tensor:
+        batch = w_plus.shape[0]
         x = self.input(batch)
         x = self.conv1(x, w_plus[:, 0], noise[0], strategy)
         image = self.to_rgb1(x, w_plus[:, 1], None, strategy)

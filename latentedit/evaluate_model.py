@@ -1,0 +1,95 @@
+"""How good is a generator trained on toyfaces? FD-toy and attribute frequencies (issue: the embedded default).
+
+- FD-toy (a Fréchet distance in the attribute classifier's feature space; see :mod:`latentedit.classifier`)
+  between ``count`` generated samples (ψ = 1, stored noise) and ``count`` held-out renders, next to two
+  reference points measured in the same run: the same architecture at initialisation (the ceiling) and
+  two disjoint sets of held-out renders (the floor).
+- Attribute frequencies of generated samples, as the classifier labels them (p ≥ 0.5), against the
+  frequencies of the training data (its true labels, seed 0).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from latentedit.classifier import extract_features, frechet_distance, load_classifier, predict_attributes, \
+    render_labelled
+from latentedit.data import toyfaces
+from latentedit.model.generator import Generator
+
+#: Attributes whose frequencies the issue's quality goal names.
+GOAL_ATTRIBUTES = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Eyeglasses", "Smiling", "Male")
+
+
+@torch.no_grad()
+def sample_images(generator: Generator, count: int, seed: int = 0, batch_size: int = 64,
+                  progress: bool = False) -> torch.Tensor:
+    """``count`` samples ``[count, 3, size, size]`` (float, clamped to [-1, 1]) at ψ = 1 with stored noise;
+    z drawn from ``torch.Generator().manual_seed(seed)``."""
+    from tqdm import tqdm
+
+    device = next(generator.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    images = []
+    for start in tqdm(range(0, count, batch_size), desc="sample generator", unit="batch", disable=not progress):
+        z = torch.randn(min(batch_size, count - start), generator.w_dim, generator=rng).to(device)
+        images.append(generator.synthesis(generator.mapping(z), "const").clamp(-1, 1).cpu())
+    return torch.cat(images)
+
+
+def _as_float(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(pixels).float() / 127.5 - 1
+
+
+def evaluate_generator(generator: Generator, count: int = 5000, seed: int = 0, classifier=None,
+                       workers: int = 2, progress: bool = True) -> dict:
+    """Measure ``generator`` against held-out toyfaces; returns a JSON-ready dict (see the module doc)."""
+    classifier = classifier if classifier is not None else load_classifier()
+    names = list(toyfaces.ATTRIBUTE_NAMES)
+    generated = sample_images(generator, count, seed, progress=progress)
+    torch.manual_seed(seed)  # the same architecture with the trainer's initial weights
+    untrained = Generator(generator.config).to(next(generator.parameters()).device).eval()
+    initial = sample_images(untrained, count, seed, progress=progress)
+
+    size = generator.size
+    heldout, _ = render_labelled(toyfaces.HELDOUT_SEED, 0, count, size, workers, progress)
+    heldout_other, _ = render_labelled(toyfaces.HELDOUT_SEED, count, count, size, workers, progress)
+    _, train_labels = render_labelled(toyfaces.TRAIN_SEED, 0, count, size, workers, progress)
+
+    features = {name: extract_features(classifier, images) for name, images in
+                (("generated", generated), ("initial", initial), ("heldout", _as_float(heldout)),
+                 ("heldout_other", _as_float(heldout_other)))}
+    fd = {
+        "generated_vs_heldout": frechet_distance(features["generated"], features["heldout"]),
+        "initial_vs_heldout": frechet_distance(features["initial"], features["heldout"]),
+        "floor_heldout_vs_heldout": frechet_distance(features["heldout_other"], features["heldout"]),
+    }
+    fd["ratio_to_floor"] = fd["generated_vs_heldout"] / fd["floor_heldout_vs_heldout"]
+    generated_freq = (predict_attributes(classifier, generated) >= 0.5).float().mean(0).numpy()
+    train_freq = train_labels.astype(np.float64).mean(0)
+    frequencies = {name: {"generated": float(generated_freq[i]), "training": float(train_freq[i]),
+                          "difference_points": float(100 * (generated_freq[i] - train_freq[i]))}
+                   for i, name in enumerate(names)}
+    worst = max(abs(frequencies[name]["difference_points"]) for name in GOAL_ATTRIBUTES)
+    return {"count": count, "seed": seed, "fd_toy": fd, "attribute_frequencies": frequencies,
+            "goal_attributes": list(GOAL_ATTRIBUTES), "max_goal_difference_points": worst,
+            "goals": {"fd_within_3x_floor": fd["ratio_to_floor"] <= 3.0, "frequencies_within_5_points": worst <= 5.0}}
+
+
+def format_report(result: dict) -> str:
+    """Markdown tables of :func:`evaluate_generator`'s result."""
+    fd = result["fd_toy"]
+    lines = [f"FD-toy ({result['count']} vs {result['count']} images):", "",
+             "| sets | FD-toy |", "|---|---:|",
+             f"| generated (ψ 1) vs held-out renders | {fd['generated_vs_heldout']:.2f} |",
+             f"| same architecture at initialisation vs held-out | {fd['initial_vs_heldout']:.2f} |",
+             f"| two disjoint held-out sets (floor) | {fd['floor_heldout_vs_heldout']:.2f} |",
+             f"| generated / floor | {fd['ratio_to_floor']:.2f}× |", "",
+             "Attribute frequencies (generated: classifier p ≥ 0.5; training: true labels):", "",
+             "| attribute | generated % | training % | difference (points) |", "|---|---:|---:|---:|"]
+    for name, row in result["attribute_frequencies"].items():
+        mark = " *" if name in result["goal_attributes"] else ""
+        lines.append(f"| {name}{mark} | {100 * row['generated']:.1f} | {100 * row['training']:.1f} | "
+                     f"{row['difference_points']:+.1f} |")
+    lines += ["", "`*`: attributes of the ±5 point goal."]
+    return "\n".join(lines)
