@@ -132,7 +132,8 @@ class Generator(nn.Module):
     Attributes users rely on: ``size``, ``num_ws``, ``w_dim`` (= style_dim), ``num_layers`` (noise
     inputs), ``config``, ``w_avg [w_dim]`` (a non-persistent buffer set by the checkpoint loader, or
     computed by :meth:`compute_w_avg`), ``modulation`` (``auto``/``grouped``/``scaled``),
-    ``cpu_micro_batch`` (on CPU, synthesis runs this many samples at a time; 0 or None: all at once).
+    ``cpu_micro_batch`` (on CPU, synthesis runs this many samples at a time; 0 or None: all at once;
+    ``auto``: 1 from 256 px up, else all at once).
     """
 
     def __init__(self, config: GeneratorConfig):
@@ -161,7 +162,7 @@ class Generator(nn.Module):
         self.register_buffer("w_avg", torch.zeros(config.style_dim), persistent=False)
         self.has_w_avg = False
         self.modulation = "auto"
-        self.cpu_micro_batch = 1
+        self.cpu_micro_batch: int | str = "auto"
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -271,9 +272,12 @@ class Generator(nn.Module):
         batch = w_plus.shape[0]
         noise = self.make_noise(noise_mode, batch, w_plus.device, w_plus.dtype)
         micro = self.cpu_micro_batch
+        if micro == "auto":
+            micro = 1 if self.size >= 256 else 0
         if w_plus.device.type == "cpu" and micro and batch > micro:
-            # On CPU, samples run one micro-batch at a time: the activations of one sample stay in
-            # cache, so a batch of 4 costs 3.5x one sample instead of 5x (benchmarks/generator.py).
+            # On CPU, large generators run one micro-batch at a time: one sample's activations stay in
+            # cache, so at 256 px a batch of 4 costs 3.5x one sample instead of 5x. Small generators
+            # (64 px training) lose from it: per-op overhead dominates (benchmarks/generator.py).
             chunks = []
             for start in range(0, batch, micro):
                 stop = min(start + micro, batch)
