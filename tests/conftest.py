@@ -31,3 +31,21 @@ def tiny_generator():
                 parameter.fill_(0.3)
     generator.set_w_avg(generator.compute_w_avg(num_samples=256))
     return generator.eval()
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models on a shared 2-core machine: intra-op threads only add contention (and OpenMP spinning)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def private_caches(tmp_path, monkeypatch):
+    """Nothing read from or written to the user's caches (PULSE fits, VGG weights: none, so no LPIPS), and
+    the native ops path, so no test waits for a kernel build in a fresh cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("LATENTEDIT_OPS", "native")

@@ -23,21 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """No PULSE fit or VGG weights from (or into) the user's caches; the native ops path."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("LATENTEDIT_OPS", "native")
+pytestmark = pytest.mark.usefixtures("single_thread", "private_caches")
 
 
 @pytest.fixture(scope="module")

@@ -22,19 +22,7 @@ from latentedit.model import Generator, GeneratorConfig
 BLOND = ATTRIBUTE_NAMES.index("Blond_Hair")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no VGG16 weights: LPIPS is not measured
-    monkeypatch.setenv("LATENTEDIT_OPS", "native")
+pytestmark = pytest.mark.usefixtures("single_thread", "private_caches")
 
 
 @pytest.fixture(scope="module")

@@ -23,21 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REFDATA = REPO_ROOT.parent / "shared" / "refdata"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These models are tiny: on a shared 2-core machine, intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """Every test gets its own ``$XDG_CACHE_HOME`` so no fit is read from (or written to) the user's cache;
-    the native ops (the specification) avoid building kernels into that empty cache."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("LATENTEDIT_OPS", "native")
+pytestmark = pytest.mark.usefixtures("single_thread", "private_caches")
 
 
 @pytest.fixture(scope="module")

@@ -204,18 +204,8 @@ class StarGANTrainResult:
 # Resume helpers
 
 def find_resume_checkpoint(run_dir: str | os.PathLike, resume: str | os.PathLike | None = None) -> Path | None:
-    """``resume`` (a run folder or checkpoint file) when given, else ``run_dir/checkpoint.pt`` when it
-    exists, else None. A given ``resume`` without a checkpoint raises :class:`CheckpointError`."""
-    if resume is not None:
-        path = Path(resume)
-        if path.is_dir():
-            path = path / CHECKPOINT_NAME
-        if not path.is_file():
-            raise CheckpointError(f"no StarGAN training checkpoint at {path}; --resume takes a run folder or its "
-                                  f"{CHECKPOINT_NAME}")
-        return path
-    candidate = Path(run_dir) / CHECKPOINT_NAME
-    return candidate if candidate.is_file() else None
+    """See :func:`latentedit.train.common.find_resume_checkpoint`."""
+    return common.find_resume_checkpoint(run_dir, resume, CHECKPOINT_NAME, what="StarGAN training")
 
 
 def read_training_checkpoint(path: str | os.PathLike) -> dict:

@@ -206,6 +206,23 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None
     write_bytes(path, buffer.getvalue())
 
 
+def find_resume_checkpoint(run_dir: str | os.PathLike, resume: str | os.PathLike | None = None,
+                           checkpoint_name: str = "checkpoint.pt", what: str = "training") -> Path | None:
+    """The checkpoint a run continues from: ``resume`` (a run folder or a checkpoint file) when given,
+    else ``run_dir/<checkpoint_name>`` when it exists, else None. A given ``resume`` that holds no
+    checkpoint raises :class:`CheckpointError` (``what`` names the kind of run in the message)."""
+    if resume is not None:
+        path = Path(resume)
+        if path.is_dir():
+            path = path / checkpoint_name
+        if not path.is_file():
+            raise CheckpointError(f"no {what} checkpoint at {path}; --resume takes a run folder or its "
+                                  f"{checkpoint_name}")
+        return path
+    candidate = Path(run_dir) / checkpoint_name
+    return candidate if candidate.is_file() else None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``
     onto the CPU. Raises :class:`CheckpointError` naming the file when it is missing or unreadable."""

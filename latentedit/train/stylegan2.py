@@ -225,19 +225,8 @@ class TrainResult:
 # Resume helpers
 
 def find_resume_checkpoint(run_dir: str | os.PathLike, resume: str | os.PathLike | None = None) -> Path | None:
-    """The checkpoint a run continues from: ``resume`` (a run folder or a checkpoint file) when given,
-    else ``run_dir/checkpoint.pt`` when it exists, else None. A given ``resume`` that holds no
-    checkpoint raises :class:`CheckpointError`."""
-    if resume is not None:
-        path = Path(resume)
-        if path.is_dir():
-            path = path / CHECKPOINT_NAME
-        if not path.is_file():
-            raise CheckpointError(f"no training checkpoint at {path}; --resume takes a run folder or its "
-                                  f"{CHECKPOINT_NAME}")
-        return path
-    candidate = Path(run_dir) / CHECKPOINT_NAME
-    return candidate if candidate.is_file() else None
+    """See :func:`latentedit.train.common.find_resume_checkpoint`."""
+    return common.find_resume_checkpoint(run_dir, resume, CHECKPOINT_NAME, what="training")
 
 
 def read_training_checkpoint(path: str | os.PathLike) -> dict:
