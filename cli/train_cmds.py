@@ -64,11 +64,14 @@ def train_group() -> None:
 @click.option("--channels-last/--no-channels-last", default=False, show_default=True,
               help="NHWC memory format for D and images (slower here with the compiled ops; try it elsewhere).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--attribute-eval-kimg", type=click.FloatRange(0, None), default=0.0, show_default=True,
+              help="Every N kimg, log the attribute classifier's frequencies of Black/Blond/Brown/Gray hair, "
+                   "Eyeglasses, Smiling and Male on 512 samples (toyfaces data; 0 = off).")
 @click.pass_context
 def train_stylegan2_cmd(ctx: click.Context, data, data_format, output, resume, size, kimg, batch, channels,
                         style_dim, n_mlp, lr, r1, r1_every, pl_weight, mixing_prob, ema_kimg, ema_rampup, mirror,
                         snapshot_kimg, sample_kimg, log_kimg, sample_count, seed, workers, device, channels_last,
-                        progress) -> None:
+                        progress, attribute_eval_kimg) -> None:
     """Train a StyleGAN2 generator; writes RUN/checkpoint.pt, RUN/g_ema.safetensors, samples and metrics.
 
     \b
@@ -106,7 +109,13 @@ def train_stylegan2_cmd(ctx: click.Context, data, data_format, output, resume, s
             **{**values, "data": data or saved["args"]["data"]}), explicit & set(values))
         del saved
 
-    result = stylegan2.train_stylegan2(config, output, resume_from=checkpoint_path, progress=progress)
+    eval_hook = None
+    if attribute_eval_kimg > 0:
+        from latentedit.evaluate_model import attribute_frequency_hook
+
+        eval_hook = attribute_frequency_hook()
+    result = stylegan2.train_stylegan2(config, output, resume_from=checkpoint_path, progress=progress,
+                                       eval_hook=eval_hook, eval_every_kimg=attribute_eval_kimg)
     rank_zero = _is_rank_zero()
     if result.stop_signal is not None:
         if rank_zero:

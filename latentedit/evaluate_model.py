@@ -93,3 +93,26 @@ def format_report(result: dict) -> str:
                      f"{row['difference_points']:+.1f} |")
     lines += ["", "`*`: attributes of the ±5 point goal."]
     return "\n".join(lines)
+
+
+def attribute_frequency_hook(samples: int = 512, seed: int = 12345):
+    """A trainer eval hook (``eval_hook(g_ema, kimg, run_dir) -> dict``): the classifier's frequencies of
+    the goal attributes on ``samples`` generated faces, and their differences in points from the data
+    set's expected frequencies — the SPEC §9 advice to watch attribute balance during training."""
+    classifier = load_classifier()
+    names = list(toyfaces.ATTRIBUTE_NAMES)
+
+    def hook(generator: Generator, kimg: float, run_dir) -> dict:
+        was_training = generator.training
+        generator.eval()
+        probabilities = predict_attributes(classifier, sample_images(generator, samples, seed))
+        generator.train(was_training)
+        frequency = (probabilities >= 0.5).float().mean(0)
+        result = {}
+        for name in GOAL_ATTRIBUTES:
+            value = float(frequency[names.index(name)])
+            result[f"freq_{name}"] = round(value, 4)
+            result[f"diff_points_{name}"] = round(100 * (value - toyfaces.EXPECTED_FREQUENCIES[name]), 2)
+        return result
+
+    return hook

@@ -33,3 +33,13 @@ def test_evaluate_model_cli_writes_report(tiny_generator, tmp_path):
     saved = json.loads((tmp_path / "eval" / "model_eval.json").read_text())
     assert saved["count"] == 20 and len(saved["checkpoint"]["sha256"]) == 64
     assert (tmp_path / "eval" / "samples.png").is_file()
+
+
+def test_attribute_frequency_hook_logs_goal_attributes(tiny_generator, tmp_path):
+    from latentedit.evaluate_model import attribute_frequency_hook
+
+    tiny_generator.train()
+    logged = attribute_frequency_hook(samples=16)(tiny_generator, 1.0, tmp_path)
+    assert tiny_generator.training  # the hook restores the mode it found
+    assert set(logged) == {f"{kind}_{name}" for name in GOAL_ATTRIBUTES for kind in ("freq", "diff_points")}
+    assert all(0 <= logged[f"freq_{name}"] <= 1 for name in GOAL_ATTRIBUTES)
