@@ -47,9 +47,12 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "torchvision",
+        "scikit-learn>=1.3",
+        "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3"],
+        # scikit-image ships the astronaut photograph used as a real-photo test input (SPEC §8).
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21"],
     },
     entry_points={"console_scripts": ["latentedit=latentedit.cli.main:main"]},
 )
