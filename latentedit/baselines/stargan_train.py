@@ -210,13 +210,7 @@ def find_resume_checkpoint(run_dir: str | os.PathLike, resume: str | os.PathLike
 
 def read_training_checkpoint(path: str | os.PathLike) -> dict:
     """Load and check a checkpoint written by :func:`train_stargan` (``weights_only=True``)."""
-    payload = common.load_checkpoint(path)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a latentedit StarGAN training checkpoint")
-    missing = [key for key in ("g", "d", "g_optim", "d_optim", "step", "args") if key not in payload]
-    if missing:
-        raise CheckpointError(f"training checkpoint {path} lacks {', '.join(missing)}; it is damaged")
-    return payload
+    return common.read_run_checkpoint(path, CHECKPOINT_FORMAT, ("g", "d", "g_optim", "d_optim", "step", "args"), "StarGAN")
 
 
 def frozen_differences(saved: StarGANTrainConfig, requested: StarGANTrainConfig) -> list[str]:

@@ -223,6 +223,18 @@ def find_resume_checkpoint(run_dir: str | os.PathLike, resume: str | os.PathLike
     return candidate if candidate.is_file() else None
 
 
+def read_run_checkpoint(path: str | os.PathLike, format_tag: str, required: tuple[str, ...], what: str) -> dict:
+    """Load a training checkpoint (``weights_only=True``) and check that it is a ``format_tag`` file holding
+    every key in ``required``; :class:`CheckpointError` naming ``what`` otherwise."""
+    payload = load_checkpoint(path)
+    if payload.get("format") != format_tag:
+        raise CheckpointError(f"{path} is not a latentedit {what} training checkpoint")
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise CheckpointError(f"training checkpoint {path} lacks {', '.join(missing)}; it is damaged")
+    return payload
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``
     onto the CPU. Raises :class:`CheckpointError` naming the file when it is missing or unreadable."""

@@ -231,14 +231,7 @@ def find_resume_checkpoint(run_dir: str | os.PathLike, resume: str | os.PathLike
 
 def read_training_checkpoint(path: str | os.PathLike) -> dict:
     """Load and check a checkpoint written by :func:`train_stylegan2` (``weights_only=True``)."""
-    payload = common.load_checkpoint(path)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a latentedit StyleGAN2 training checkpoint")
-    required = ("g", "d", "g_ema", "g_optim", "d_optim", "step", "nimg", "args")
-    missing = [key for key in required if key not in payload]
-    if missing:
-        raise CheckpointError(f"training checkpoint {path} lacks {', '.join(missing)}; it is damaged")
-    return payload
+    return common.read_run_checkpoint(path, CHECKPOINT_FORMAT, ("g", "d", "g_ema", "g_optim", "d_optim", "step", "nimg", "args"), "StyleGAN2")
 
 
 def frozen_differences(saved: StyleGAN2TrainConfig, requested: StyleGAN2TrainConfig) -> list[str]:
