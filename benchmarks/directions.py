@@ -164,8 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"references; SVM validation accuracy "
                   f"{svm_meta['svm']['report']['fit']['validation_accuracy']}; strengths 0..{max_strength:g}.", "",
                   "| direction | best strength | success | mean side effect | worst side effect | Male flips |"
+                  " first strength with ≥ 80 % success | its Male flips | its mean side effect |"
                   + (" best PSNR to truth |" if args.source == "inverted" else ""),
-                  "|---|---|---|---|---|---|" + ("---|" if args.source == "inverted" else "")]
+                  "|---|---|---|---|---|---|---|---|---|" + ("---|" if args.source == "inverted" else "")]
         for name, entry in result["directions"].items():
             best = entry["summary"]["best"]
             worst = best["side_effect_max"]
@@ -173,12 +174,15 @@ def main(argv: list[str] | None = None) -> dict:
             row = (f"| {name} | {best['strength']:g} | {100 * best['success_rate']:.1f} % | "
                    f"{100 * best['side_effect_mean']:.1f} % | {worst_text} | "
                    f"{100 * best['watched']['Male']:.1f} % |")
+            first = entry["summary"]["first_at_target"]
+            row += (f" {first['strength']:g} | {100 * first['watched']['Male']:.1f} % | "
+                    f"{100 * first['side_effect_mean']:.1f} % |" if first else " not reached | - | - |")
             if args.source == "inverted":
                 top = entry["summary"]["best_psnr"]
                 row += f" {top['psnr_to_truth_db']:.2f} dB at {top['strength']:g} |"
             lines.append(row)
         lines.append("")
-        print("\n".join(lines[-(len(result['directions']) + 6):]), flush=True)
+        print("\n".join(lines[-(len(result["directions"]) + 6):]), flush=True)
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
     report["versions"] = versions()
     write_json(out / "summary.json", report)

@@ -54,13 +54,16 @@ def psnr_at(curve: list[dict], step: int) -> float:
 
 
 def quality(ckpt: str, count: int, steps: int, checkpoints: list[int], goal_psnr: float, configs, device: str,
-            batch_size: int) -> list[dict]:
+            batch_size: int, figure: str | None = None, figure_count: int = 8) -> list[dict]:
+    import torch
+
     from latentedit.checkpoints import load_generator
     from latentedit.invert import InversionSettings, invert, prepare_perceptual
 
     generator, info = load_generator(ckpt, device=device)
     targets = heldout_targets(count, generator.size)
     rows = []
+    figure_rows = [("target", targets[:figure_count])]
     for preset, space in configs:
         settings = InversionSettings(preset=preset, space=space, steps=steps, batch_size=batch_size)
         setup = prepare_perceptual(settings, generator.size, device)
@@ -73,6 +76,7 @@ def quality(ckpt: str, count: int, steps: int, checkpoints: list[int], goal_psnr
             results += invert(generator, chunk, settings, names=names, perceptual=setup.loss,
                               lpips_metric=setup.lpips_metric)
         per_step = [r.wall_time_s / r.batch_size / max(r.steps, 1) for r in results]
+        figure_rows.append((f"{preset} {space}", torch.stack([r.reconstruction for r in results[:figure_count]])))
         row = {"preset": preset, "space": space, "perceptual": setup.kind, "steps": steps, "images": count,
                "batch_size": batch_size, "checkpoint_sha256": info.sha256,
                "median_ms_per_step_per_image": 1e3 * statistics.median(per_step),
@@ -99,7 +103,19 @@ def quality(ckpt: str, count: int, steps: int, checkpoints: list[int], goal_psnr
         print(f"  {preset:<15} {space:<3} final median PSNR {row['final_median_psnr_db']:6.2f} dB, "
               f"{row['median_ms_per_step_per_image']:6.1f} ms/step, median s to {goal_psnr:g} dB: "
               f"{_goal_text(row)}", flush=True)
+    if figure:
+        save_figure(figure, figure_rows)
     return rows
+
+
+def save_figure(path: str, rows) -> None:
+    """One row per (label, images ``[K, 3, S, S]`` in [-1, 1]): the targets, then each configuration's
+    reconstructions; the row order is printed, since the PNG holds no text."""
+    from latentedit.io import make_grid, save_png, to_uint8
+
+    pixels = np.concatenate([to_uint8(images) for _, images in rows])
+    save_png(path, make_grid(pixels, columns=rows[0][1].shape[0]))
+    print(f"  figure {path}: rows = " + ", ".join(label for label, _ in rows))
 
 
 def _status_mb(field: str) -> float | None:
@@ -237,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed-losses", nargs="+", default=["mse", "vgg", "lpips"])
     parser.add_argument("--speed-steps", type=int, default=2, help="Timed steps per measurement in (b).")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--figure", default=None,
+                        help="Write a PNG of the first 8 targets and each configuration's reconstructions here.")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default="benchmarks/results/invert.json")
     args = parser.parse_args(argv)
@@ -254,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         configs = [tuple(c.split(":")) for c in args.configs]
         print(f"(a) quality: {args.count} held-out faces, {args.steps} steps, {args.ckpt}")
         report["quality"] = quality(args.ckpt, args.count, args.steps, args.checkpoints, args.goal_psnr, configs,
-                                    device, args.batch_size)
+                                    device, args.batch_size, args.figure)
         print()
         print(quality_table(report["quality"]))
     if args.speed_sizes:

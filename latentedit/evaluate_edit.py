@@ -187,8 +187,9 @@ def iter_heldout_faces(attribute: str, start: int = 0, seed: int = toyfaces.HELD
 
 
 @torch.no_grad()
-def _render_pixels(generator: Generator, faces: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
-    size = generator.size
+def render_faces(faces: Sequence, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renders ``[N, 3, size, size]`` in [-1, 1] of :func:`iter_heldout_faces` entries and of their
+    counterfactuals."""
     targets = torch.stack([_to_tensor(toyfaces.render(params, size)) for _, params, _ in faces])
     truths = torch.stack([_to_tensor(toyfaces.render(cf, size)) for _, _, cf in faces])
     return targets, truths
@@ -253,7 +254,7 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
                                  f"labelled as lacking it after inversion (need {n}); raise --invert-steps or lower "
                                  f"--n")
             examined += len(faces)
-            targets, truths = _render_pixels(generator, faces)
+            targets, truths = render_faces(faces, generator.size)
             latents = [cached(index) for index, _, _ in faces]
             todo = [k for k, latent in enumerate(latents) if latent is None]
             counts["cached"] += len(faces) - len(todo)
@@ -305,8 +306,7 @@ def evaluate_direction(generator: Generator, classifier, sources: EditSources, d
     from latentedit.classifier import predict_attributes
 
     names = list(classifier.attribute_names)
-    column = _column(classifier, attribute)
-    counted = [name for name in side_effect_attributes(attribute, names)]
+    _column(classifier, attribute)
     vector = as_direction_array(direction)
     check_direction_shape(vector, generator.num_ws, generator.w_dim)
     lpips_targets = None
@@ -319,28 +319,42 @@ def evaluate_direction(generator: Generator, classifier, sources: EditSources, d
         edited = apply_direction(sources.w_plus, vector, float(strength), layers)
         images = render_latents(generator, edited, batch_size)
         probs = predict_attributes(classifier, images, batch_size=batch_size).numpy()
-        flips = flip_rates(sources.probs, probs, names, counted)
-        worst = max(flips, key=flips.get) if flips else None
-        record = {
-            "strength": float(strength),
-            "success_rate": float((probs[:, column] >= 0.5).mean()),
-            "mean_probability": float(probs[:, column].mean()),
-            "flips": {name: round(rate, 6) for name, rate in flips.items()},
-            "side_effect_mean": float(np.mean(list(flips.values()))) if flips else 0.0,
-            "side_effect_max": {"attribute": worst, "rate": flips[worst] if worst else 0.0},
-            "pixel_change": float(((images.clamp(-1, 1) - sources.originals.clamp(-1, 1)).abs() / 2).mean()),
-            "lpips": None,
-            "psnr_to_truth_db": None,
-        }
+        lpips_value = None
         if lpips_metric is not None:
             distances = [lpips_metric(images[i:i + batch_size].to(metric_device), features).cpu()
                          for i, features in zip(range(0, len(images), batch_size), lpips_targets)]
-            record["lpips"] = float(torch.cat(distances).mean())
-        if sources.truths is not None:
-            record["psnr_to_truth_db"] = float(_psnr_per_image(images, sources.truths).mean())
-        records.append(record)
+            lpips_value = float(torch.cat(distances).mean())
+        records.append({"strength": float(strength),
+                        **edit_record(images, probs, sources.originals, sources.probs, names, attribute,
+                                      truths=sources.truths, lpips=lpips_value)})
         kept.append(images[:keep])
     return records, torch.stack(kept, dim=1)
+
+
+def edit_record(edited: torch.Tensor, edited_probs: np.ndarray, originals: torch.Tensor, original_probs: np.ndarray,
+                names: Sequence[str], attribute: str, *, truths: torch.Tensor | None = None,
+                lpips: float | None = None) -> dict:
+    """The measurements of one edit of ``N`` images, whatever made it (a latent direction or StarGAN).
+
+    ``edited`` / ``originals`` ``[N, 3, S, S]`` in [-1, 1]; ``edited_probs`` / ``original_probs`` ``[N, A]``:
+    classifier probabilities in ``names`` order; ``truths``: the counterfactual renders (or None);
+    ``lpips``: the mean LPIPS distance edited-to-original when measured. Returns ``success_rate``,
+    ``mean_probability``, ``flips`` (per side-effect attribute), ``side_effect_mean``, ``side_effect_max``,
+    ``pixel_change``, ``lpips`` and ``psnr_to_truth_db`` (None without truths).
+    """
+    column = list(names).index(attribute)
+    flips = flip_rates(original_probs, edited_probs, names, side_effect_attributes(attribute, names))
+    worst = max(flips, key=flips.get) if flips else None
+    return {
+        "success_rate": float((edited_probs[:, column] >= 0.5).mean()),
+        "mean_probability": float(edited_probs[:, column].mean()),
+        "flips": {name: round(rate, 6) for name, rate in flips.items()},
+        "side_effect_mean": float(np.mean(list(flips.values()))) if flips else 0.0,
+        "side_effect_max": {"attribute": worst, "rate": flips[worst] if worst else 0.0},
+        "pixel_change": float(((edited.clamp(-1, 1) - originals.clamp(-1, 1)).abs() / 2).mean()),
+        "lpips": lpips,
+        "psnr_to_truth_db": float(_psnr_per_image(edited, truths).mean()) if truths is not None else None,
+    }
 
 
 def _at(records: list[dict], index: int | None, watch: Sequence[str]) -> dict | None:

@@ -557,3 +557,78 @@ def test_train_cli_errors_are_one_line(toy, tmp_path, case, message):
     output = result.output.strip()
     assert output.startswith("error:") and message in output and "Traceback" not in output
     assert len(output.splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation on the same footing as latent edits
+
+class _LookupTranslator(torch.nn.Module):
+    """A stand-in StarGAN that returns a fixed image per source: its truth (an oracle) or the source itself."""
+
+    def __init__(self, sources, outputs):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.sources, self.outputs = sources, outputs
+
+    def forward(self, images, labels):
+        rows = [int((self.sources.images - image).abs().flatten(1).sum(1).argmin()) for image in images]
+        return self.outputs[rows]
+
+
+@pytest.fixture(scope="module")
+def blond_sources():
+    from latentedit.classifier import load_classifier
+    from latentedit.evaluate_stargan import heldout_sources
+
+    classifier = load_classifier()
+    return classifier, heldout_sources(classifier, "Blond_Hair", 6, 64)
+
+
+def test_heldout_sources_lack_the_attribute_and_come_with_their_counterfactuals(blond_sources):
+    from latentedit.data import toyfaces
+
+    classifier, sources = blond_sources
+    assert len(sources.ids) == 6 and sources.images.shape == sources.truths.shape == (6, 3, 64, 64)
+    column = list(classifier.attribute_names).index("Blond_Hair")
+    assert (sources.probs[:, column] < 0.5).all()
+    for row, index in enumerate(sources.ids):
+        params = toyfaces.sample_params(toyfaces.HELDOUT_SEED, index)
+        assert params.attributes["Blond_Hair"] == 0
+        truth = toyfaces.render(params.with_attributes(Blond_Hair=1), 64)
+        assert np.array_equal(((sources.truths[row].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy(), truth)
+
+
+def test_an_oracle_translator_scores_perfectly_and_the_identity_scores_nothing(blond_sources):
+    from latentedit.evaluate_stargan import evaluate_stargan
+
+    classifier, sources = blond_sources
+    oracle, _ = evaluate_stargan(_LookupTranslator(sources, sources.truths), ATTRS, classifier, sources, "Blond_Hair")
+    assert oracle["success_rate"] == 1.0
+    assert oracle["psnr_to_truth_db"] == pytest.approx(100.0)
+    assert oracle["pixel_change"] > 0.01
+    assert oracle["side_effect_mean"] < 0.05  # the counterfactual changes only the hair colour
+    assert "Black_Hair" not in oracle["flips"] and "Male" in oracle["flips"]
+    assert oracle["target_label_changes"] == 6
+    identity, outputs = evaluate_stargan(_LookupTranslator(sources, sources.images), ATTRS, classifier, sources,
+                                         "Blond_Hair")
+    assert identity["success_rate"] == 0.0 and identity["side_effect_mean"] == 0.0 and identity["pixel_change"] == 0
+    assert torch.equal(outputs, sources.images)
+    with pytest.raises(InputError, match="cannot set Eyeglasses"):
+        evaluate_stargan(_LookupTranslator(sources, sources.images), ATTRS, classifier, sources, "Eyeglasses")
+
+
+def test_evaluate_stargan_command_writes_the_report(trained, tmp_path):
+    from latentedit.cli.main import cli
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["evaluate", "stargan", "--ckpt", str(trained), "--attr", "Blond_Hair,Male",
+                                      "--n", "3", "--device", "cpu", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "stargan_eval.json").read_text())
+    assert list(report["attributes"]) == ["Blond_Hair", "Male"]
+    assert report["attributes"]["Male"]["sources"]["count"] == 3
+    assert "| Blond_Hair | 3 |" in (out / "stargan_eval.md").read_text()
+    assert Image.open(out / "Male_samples.png").size[0] > 3 * 32
+    bad = CliRunner().invoke(cli, ["evaluate", "stargan", "--ckpt", str(trained), "--attr", "Eyeglasses",
+                                   "-o", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "cannot set Eyeglasses" in bad.output and "Traceback" not in bad.output

@@ -52,9 +52,10 @@ def load_images(paths: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
 
 
 def source_labels(images: torch.Tensor, attribute_names: Sequence[str], given: Mapping[str, int] | None = None,
-                  classifier_path: str | os.PathLike | None = None) -> SourceLabels:
+                  classifier_path: str | os.PathLike | None = None, classifier=None) -> SourceLabels:
     """The source labels of ``images [N, 3, H, W]`` (module docstring). ``given`` maps names to 0/1 for
-    every image; ``classifier_path`` None means the shipped attribute classifier."""
+    every image; ``classifier`` is a loaded attribute classifier, else it is read from ``classifier_path``
+    (None: the shipped one) when needed."""
     names = list(attribute_names)
     given = dict(given or {})
     count = images.shape[0]
@@ -65,7 +66,7 @@ def source_labels(images: torch.Tensor, attribute_names: Sequence[str], given: M
     if needed:
         from latentedit.classifier import load_classifier, predict_attributes
 
-        classifier = load_classifier(classifier_path)
+        classifier = classifier if classifier is not None else load_classifier(classifier_path)
         known = list(classifier.attribute_names)
         unknown = [name for name in needed if name not in known]
         if unknown:

@@ -1,0 +1,206 @@
+"""StarGAN attribute transfer measured on the same footing as latent edits (``latentedit evaluate stargan``).
+
+Sources are held-out toyfaces renders lacking the attribute whose counterfactual exists
+(:func:`latentedit.evaluate_edit.iter_heldout_faces`, the faces ``evaluate edit --source inverted`` uses),
+rendered at the StarGAN's ``image_size``; with ``require_absent`` (default) a face is kept only when the
+classifier also labels its render as lacking the attribute, as ``evaluate edit`` does with reconstructions.
+Each face is translated with target labels = its source labels (the classifier's, one hair colour; see
+:func:`latentedit.baselines.stargan_transfer.source_labels`) with the attribute set to 1 (a hair colour
+clears the others). The metrics are :func:`latentedit.evaluate_edit.edit_record`'s: success rate, the flip rate
+of every other attribute against the classifier's labels of the *source render*, pixel / LPIPS change,
+PSNR to the counterfactual render; plus the translation time per image.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from latentedit import io as lio
+from latentedit.data import toyfaces
+from latentedit.errors import InputError
+from latentedit.evaluate_edit import edit_record, iter_heldout_faces, render_faces
+
+#: Files written by :func:`evaluate_stargan_to_folder`.
+REPORT_JSON, REPORT_MARKDOWN = "stargan_eval.json", "stargan_eval.md"
+
+
+@dataclasses.dataclass
+class HeldoutSources:
+    """Held-out faces lacking an attribute: ``ids`` (face indices), ``images`` / ``truths`` ``[N, 3, S, S]`` in
+    [-1, 1] (the renders and their counterfactuals), ``probs [N, A]`` (classifier probabilities of ``images``)
+    and ``details`` (how they were chosen)."""
+
+    ids: list[int]
+    images: torch.Tensor
+    truths: torch.Tensor
+    probs: np.ndarray
+    details: dict
+
+
+def heldout_sources(classifier, attribute: str, n: int, size: int, *, start: int = 0,
+                    seed: int = toyfaces.HELDOUT_SEED, require_absent: bool = True, batch_size: int = 64,
+                    max_candidates: int | None = None) -> HeldoutSources:
+    """The first ``n`` held-out faces from ``start`` lacking ``attribute`` (module docstring), at ``size`` px.
+    At most ``max_candidates`` (default ``4 n + 16``) are examined, then InputError."""
+    from latentedit.classifier import predict_attributes
+
+    names = list(classifier.attribute_names)
+    if attribute not in names:
+        raise InputError(f"unknown attribute {attribute!r}; the classifier knows {', '.join(names)}")
+    if not isinstance(n, int) or n < 1:
+        raise InputError(f"the number of sources must be an integer >= 1, got {n!r}")
+    column = names.index(attribute)
+    max_candidates = max_candidates or 4 * n + 16
+    candidates = iter_heldout_faces(attribute, start, seed)
+    kept_ids, kept_images, kept_truths, kept_probs, dropped = [], [], [], [], []
+    examined = 0
+    while len(kept_ids) < n:
+        faces = [face for _, face in zip(range(min(batch_size, max_candidates - examined)), candidates)]
+        if not faces:
+            raise InputError(f"only {len(kept_ids)} of {examined} held-out faces lacking {attribute} are labelled "
+                             f"as lacking it by the classifier (need {n}); lower --n")
+        examined += len(faces)
+        images, truths = render_faces(faces, size)
+        probs = predict_attributes(classifier, images).numpy()
+        for k, (index, _, _) in enumerate(faces):
+            if len(kept_ids) == n:
+                break
+            if require_absent and probs[k, column] >= 0.5:
+                dropped.append(index)
+                continue
+            kept_ids.append(index)
+            kept_images.append(images[k])
+            kept_truths.append(truths[k])
+            kept_probs.append(probs[k])
+    details = {"seed": seed, "start": start, "indices": kept_ids, "size": size,
+               "selection": f"true {attribute} = 0, a counterfactual exists"
+                            + (f", and the classifier labels the render as lacking {attribute}" if require_absent
+                               else ""),
+               "dropped_renders_labelled_present": dropped}
+    return HeldoutSources(kept_ids, torch.stack(kept_images), torch.stack(kept_truths), np.stack(kept_probs), details)
+
+
+@torch.no_grad()
+def evaluate_stargan(generator, model_names: Sequence[str], classifier, sources: HeldoutSources, attribute: str, *,
+                     lpips_metric=None, batch_size: int = 16) -> tuple[dict, torch.Tensor]:
+    """Translate ``sources`` so that they show ``attribute`` and measure the result.
+
+    ``generator``: a :class:`latentedit.baselines.stargan.StarGANGenerator` whose labels are ``model_names``
+    (which must include ``attribute``). Returns the record (:func:`edit_record` keys plus
+    ``seconds_per_image``, ``source_labels`` and ``target_labels`` counts) and the translations
+    ``[N, 3, S, S]``.
+    """
+    from latentedit.baselines import stargan
+    from latentedit.baselines.stargan_transfer import source_labels, translate
+    from latentedit.classifier import predict_attributes
+
+    names = list(classifier.attribute_names)
+    if attribute not in model_names:
+        raise InputError(f"this StarGAN was trained on {', '.join(model_names)}; it cannot set {attribute}")
+    labels = source_labels(sources.images, model_names, classifier=classifier).labels
+    targets = stargan.apply_changes(labels, model_names, {attribute: 1})
+    started = time.perf_counter()
+    outputs = translate(generator, sources.images, targets, batch_size=batch_size).clamp(-1, 1)
+    seconds = time.perf_counter() - started
+    probs = predict_attributes(classifier, outputs).numpy()
+    lpips_value = None
+    if lpips_metric is not None:
+        device = next(lpips_metric.parameters()).device
+        distances = []
+        for begin in range(0, outputs.shape[0], batch_size):
+            reference = lpips_metric.target_features(sources.images[begin:begin + batch_size].to(device))
+            distances.append(lpips_metric(outputs[begin:begin + batch_size].to(device), reference).cpu())
+        lpips_value = float(torch.cat(distances).mean())
+    record = edit_record(outputs, probs, sources.images, sources.probs, names, attribute, truths=sources.truths,
+                         lpips=lpips_value)
+    record["seconds_per_image"] = seconds / outputs.shape[0]
+    record["target_label_changes"] = int((targets != labels).any(dim=1).sum())
+    return record, outputs
+
+
+def format_markdown(result: dict) -> str:
+    """One row per attribute: success, side effects, Male flips, pixel change, LPIPS, PSNR to the truth, time."""
+    lines = [f"# StarGAN evaluation ({result['stargan']['path']})", "",
+             f"Held-out toyfaces renders lacking each attribute (seed {toyfaces.HELDOUT_SEED}), translated with the "
+             "attribute set to 1 and every other label kept; side effects = flip rate of the other attributes "
+             "(other hair colours excluded for a hair-colour target) against the classifier's labels of the source "
+             "render.", "",
+             "| attribute | sources | success | mean side effect | worst side effect | Male flips | pixel change | "
+             "LPIPS | PSNR to truth | source PSNR to truth | ms/image |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for attribute, entry in result["attributes"].items():
+        record = entry["record"]
+        worst = record["side_effect_max"]
+        male = record["flips"].get("Male")
+        lines.append(
+            f"| {attribute} | {entry['sources']['count']} | {100 * record['success_rate']:.1f} % | "
+            f"{100 * record['side_effect_mean']:.1f} % | "
+            + (f"{worst['attribute']} {100 * worst['rate']:.1f} %" if worst["rate"] > 0 else "none")
+            + f" | {'–' if male is None else f'{100 * male:.1f} %'} | {record['pixel_change']:.3f} | "
+            + ("–" if record["lpips"] is None else f"{record['lpips']:.3f}")
+            + f" | {record['psnr_to_truth_db']:.2f} dB | {entry['sources']['source_psnr_to_truth_db']:.2f} dB | "
+              f"{1e3 * record['seconds_per_image']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _psnr(images: torch.Tensor, targets: torch.Tensor) -> float:
+    mse = ((images.clamp(-1, 1) - targets.clamp(-1, 1)) / 2).square().mean(dim=(1, 2, 3))
+    return float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
+
+
+def evaluate_stargan_to_folder(ckpt: str | os.PathLike, attributes: Sequence[str], out_dir: str | os.PathLike, *,
+                               n: int = 100, start: int = 0, classifier_path: str | os.PathLike | None = None,
+                               device: str | torch.device = "cpu", batch_size: int = 16, keep: int = 8,
+                               log: Callable[[str], None] | None = None) -> dict:
+    """What ``latentedit evaluate stargan`` runs: per attribute, sources, translation, metrics; writes
+    ``stargan_eval.json``, ``stargan_eval.md`` and ``<attribute>_samples.png`` (rows = sources; columns =
+    render, translation, counterfactual). Returns the JSON-ready result."""
+    from latentedit.baselines.stargan import load_stargan_generator
+    from latentedit.directions import load_attribute_classifier
+    from latentedit.perceptual import build_perceptual, find_vgg16_weights
+
+    log = log or (lambda message: None)
+    if not attributes:
+        raise InputError("give at least one attribute (--attr)")
+    generator, info = load_stargan_generator(ckpt, device=device)
+    classifier, classifier_info = load_attribute_classifier(classifier_path, device=device)
+    missing = [name for name in attributes if name not in info.attribute_names]
+    if missing:
+        raise InputError(f"this StarGAN was trained on {', '.join(info.attribute_names)}; it cannot set "
+                         f"{', '.join(missing)}")
+    weights = find_vgg16_weights()
+    lpips_metric = (build_perceptual("lpips", weights, image_size=info.image_size, device=device)
+                    if weights else None)
+    if lpips_metric is None:
+        log("note: LPIPS not measured: the VGG16 weights are not available locally (reported as null)")
+    out_dir = Path(out_dir)
+    result = {"command": "evaluate stargan",
+              "stargan": {"path": str(info.path), "sha256": lio.sha256_file(info.path),
+                          "attribute_names": list(info.attribute_names), "image_size": info.image_size},
+              "classifier": classifier_info, "lpips": "LPIPS-VGG v0.1" if lpips_metric is not None else None,
+              "attributes": {}, "files": []}
+    for attribute in attributes:
+        sources = heldout_sources(classifier, attribute, n, info.image_size, start=start)
+        record, outputs = evaluate_stargan(generator, info.attribute_names, classifier, sources, attribute,
+                                           lpips_metric=lpips_metric, batch_size=batch_size)
+        result["attributes"][attribute] = {
+            "record": record,
+            "sources": {"count": len(sources.ids), "details": sources.details,
+                        "source_psnr_to_truth_db": _psnr(sources.images, sources.truths)}}
+        rows = min(keep, len(sources.ids))
+        tiles = torch.stack([sources.images[:rows], outputs[:rows], sources.truths[:rows]], dim=1)
+        file_name = f"{attribute}_samples.png"
+        lio.save_png(out_dir / file_name, lio.make_grid(lio.to_uint8(tiles.reshape(-1, *tiles.shape[2:])), columns=3))
+        result["files"].append(file_name)
+    result["versions"] = lio.versions()
+    with lio.atomic_write(out_dir / REPORT_MARKDOWN, "w") as handle:
+        handle.write(format_markdown(result))
+    result["files"] = [REPORT_JSON, REPORT_MARKDOWN] + result["files"]
+    lio.write_json(out_dir / REPORT_JSON, result)
+    return result
