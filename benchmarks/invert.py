@@ -190,7 +190,9 @@ def _speed_task(task: dict) -> dict:
             "peak_memory_mb": peak_mb, "threads": torch.get_num_threads()}
 
 
-def speed(sizes, batches, losses, steps: int, device: str) -> list[dict]:
+def speed(sizes, batches, losses, steps: int, device: str, on_row=None) -> list[dict]:
+    """One fresh process per configuration; ``on_row(rows)`` is called after each one (to save partial
+    results of a long run)."""
     tasks = []
     for size in sizes:
         for loss in losses:
@@ -203,6 +205,8 @@ def speed(sizes, batches, losses, steps: int, device: str) -> list[dict]:
         with context.Pool(1) as pool:
             row = pool.apply(_speed_task, (task,))
         rows.append(row)
+        if on_row is not None:
+            on_row(rows)
         print(f"  {row['size']:>4} px  batch {row['batch']}  {row['preset']:<15} {row['loss']:<5} "
               f"{row['seconds_per_step']:8.3f} s/step  peak {row['peak_memory_mb']:8.0f} MB", flush=True)
     return rows
@@ -268,21 +272,32 @@ def main(argv: list[str] | None = None) -> None:
           f"{platform.processor() or platform.machine()}, device {device}")
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version,
               "platform": platform.platform(), "device": device}
+    def save() -> None:
+        # Written after every stage, so an interrupted run keeps what it measured.
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        with open(args.json + ".tmp", "w") as handle:
+            json.dump(report, handle, indent=2)
+        os.replace(args.json + ".tmp", args.json)
+
     if not args.skip_quality:
         configs = [tuple(c.split(":")) for c in args.configs]
         print(f"(a) quality: {args.count} held-out faces, {args.steps} steps, {args.ckpt}")
         report["quality"] = quality(args.ckpt, args.count, args.steps, args.checkpoints, args.goal_psnr, configs,
                                     device, args.batch_size, args.figure)
+        save()
         print()
         print(quality_table(report["quality"]))
     if args.speed_sizes:
         print(f"\n(b) speed: config-f generators {args.speed_sizes} px, random weights")
-        report["speed"] = speed(args.speed_sizes, args.speed_batches, args.speed_losses, args.speed_steps, device)
+        def save_rows(rows: list[dict]) -> None:
+            report["speed"] = rows
+            save()
+
+        report["speed"] = speed(args.speed_sizes, args.speed_batches, args.speed_losses, args.speed_steps, device,
+                                on_row=save_rows)
         print()
         print(speed_table(report["speed"]))
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as handle:
-        json.dump(report, handle, indent=2)
+    save()
     print(f"\nwrote {args.json}")
 
 
