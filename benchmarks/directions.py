@@ -25,7 +25,6 @@ the best blond direction reaches >= 80 % success at some strength with <= 5 % Ma
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     from latentedit.device import resolve_device
     from latentedit.evaluate_edit import evaluate_edit_to_folder
     from latentedit.invert import InversionSettings
-    from latentedit.io import versions, write_json
+    from latentedit.io import portable_paths, versions, write_json
     from latentedit.latents import parse_seeds
     from latentedit.pulse import PulseSettings
 
@@ -185,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("\n".join(lines[-(len(result["directions"]) + 6):]), flush=True)
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
     report["versions"] = versions()
-    write_json(out / "summary.json", report)
+    write_json(out / "summary.json", portable_paths(report, REPO_ROOT))
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return report
 

@@ -32,6 +32,7 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -266,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from latentedit.device import resolve_device
+    from latentedit.io import portable_paths
 
     device = str(resolve_device(args.device))
     print(f"invert benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         # Written after every stage, so an interrupted run keeps what it measured.
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json + ".tmp", "w") as handle:
-            json.dump(report, handle, indent=2)
+            json.dump(portable_paths(report, Path(__file__).resolve().parents[1]), handle, indent=2)
         os.replace(args.json + ".tmp", args.json)
 
     if not args.skip_quality:

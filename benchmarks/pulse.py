@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(markdown(report))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        from latentedit.io import portable_paths
+
+        args.json.write_text(json.dumps(portable_paths(report, REPO_ROOT), indent=2) + "\n")
     return report
 
 

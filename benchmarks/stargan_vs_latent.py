@@ -22,13 +22,14 @@ the edit and render. Writes ``OUT/summary.md``, ``OUT/summary.json`` and the two
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,7 +64,7 @@ def latent_seconds_per_image(generator, steps: int, count: int = 4) -> float:
     started = time.perf_counter()
     for k in range(count):
         latent = invert(generator, targets[k:k + 1], settings)[0].latent
-        direction = np.zeros_like(latent)
+        direction = np.zeros_like(latent)  # the cost of an edit does not depend on the direction's values
         render_latents(generator, apply_direction(torch.from_numpy(latent)[None], direction, 1.0))
     return (time.perf_counter() - started) / count
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     from latentedit.evaluate_edit import evaluate_edit_to_folder
     from latentedit.evaluate_stargan import evaluate_stargan_to_folder
     from latentedit.invert import InversionSettings
-    from latentedit.io import versions, write_json
+    from latentedit.io import portable_paths, versions, write_json
 
     started = time.perf_counter()
     device = resolve_device(args.device)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("\n".join(lines[-2:]), flush=True)
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
     report["versions"] = versions()
-    write_json(out / "summary.json", report)
+    write_json(out / "summary.json", portable_paths(report, REPO_ROOT))
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return report

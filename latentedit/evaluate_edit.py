@@ -85,7 +85,7 @@ def flip_rates(before: np.ndarray, after: np.ndarray, names: Sequence[str], coun
     return {name: float(flipped[:, list(names).index(name)].mean()) if len(flipped) else 0.0 for name in counted}
 
 
-def _psnr_per_image(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def psnr_per_image(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """PSNR ``[N]`` (dB) of clamped ``images`` against ``targets``, both ``[N, 3, H, W]`` in [-1, 1], on [0, 1]."""
     mse = ((images.clamp(-1, 1) - targets.clamp(-1, 1)) / 2).square().mean(dim=(1, 2, 3))
     return -10 * torch.log10(mse.clamp_min(1e-10))
@@ -287,10 +287,10 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
                "inversion": {"settings": settings.to_dict(),
                              "perceptual": getattr(perceptual, "kind", None) or "none (MSE only)", **counts},
                "baseline": {"reconstruction_labelled_present": float((probs[:, column] >= 0.5).mean()),
-                            "inversion_psnr_db": round(float(_psnr_per_image(originals, targets).mean()), 4),
-                            "reconstruction_psnr_to_truth_db": round(float(_psnr_per_image(originals, truths).mean()),
+                            "inversion_psnr_db": round(float(psnr_per_image(originals, targets).mean()), 4),
+                            "reconstruction_psnr_to_truth_db": round(float(psnr_per_image(originals, truths).mean()),
                                                                      4),
-                            "target_psnr_to_truth_db": round(float(_psnr_per_image(targets, truths).mean()), 4)}}
+                            "target_psnr_to_truth_db": round(float(psnr_per_image(targets, truths).mean()), 4)}}
     return EditSources(kind="inverted", ids=ids, w_plus=w_plus, originals=originals, probs=probs, targets=targets,
                        truths=truths, details=details)
 
@@ -353,7 +353,7 @@ def edit_record(edited: torch.Tensor, edited_probs: np.ndarray, originals: torch
         "side_effect_max": {"attribute": worst, "rate": flips[worst] if worst else 0.0},
         "pixel_change": float(((edited.clamp(-1, 1) - originals.clamp(-1, 1)).abs() / 2).mean()),
         "lpips": lpips,
-        "psnr_to_truth_db": float(_psnr_per_image(edited, truths).mean()) if truths is not None else None,
+        "psnr_to_truth_db": float(psnr_per_image(edited, truths).mean()) if truths is not None else None,
     }
 
 

@@ -24,7 +24,7 @@ import torch
 from latentedit import io as lio
 from latentedit.data import toyfaces
 from latentedit.errors import InputError
-from latentedit.evaluate_edit import edit_record, iter_heldout_faces, render_faces
+from latentedit.evaluate_edit import edit_record, iter_heldout_faces, psnr_per_image, render_faces
 
 #: Files written by :func:`evaluate_stargan_to_folder`.
 REPORT_JSON, REPORT_MARKDOWN = "stargan_eval.json", "stargan_eval.md"
@@ -149,11 +149,6 @@ def format_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _psnr(images: torch.Tensor, targets: torch.Tensor) -> float:
-    mse = ((images.clamp(-1, 1) - targets.clamp(-1, 1)) / 2).square().mean(dim=(1, 2, 3))
-    return float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
-
-
 def evaluate_stargan_to_folder(ckpt: str | os.PathLike, attributes: Sequence[str], out_dir: str | os.PathLike, *,
                                n: int = 100, start: int = 0, classifier_path: str | os.PathLike | None = None,
                                device: str | torch.device = "cpu", batch_size: int = 16, keep: int = 8,
@@ -192,7 +187,7 @@ def evaluate_stargan_to_folder(ckpt: str | os.PathLike, attributes: Sequence[str
         result["attributes"][attribute] = {
             "record": record,
             "sources": {"count": len(sources.ids), "details": sources.details,
-                        "source_psnr_to_truth_db": _psnr(sources.images, sources.truths)}}
+                        "source_psnr_to_truth_db": float(psnr_per_image(sources.images, sources.truths).mean())}}
         rows = min(keep, len(sources.ids))
         tiles = torch.stack([sources.images[:rows], outputs[:rows], sources.truths[:rows]], dim=1)
         file_name = f"{attribute}_samples.png"

@@ -56,6 +56,27 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         handle.write("\n")
 
 
+def portable_paths(obj: Any, root: str | os.PathLike) -> Any:
+    """A copy of the JSON-like ``obj`` whose strings name paths the way another machine can read them: a path
+    under ``root`` becomes relative to it, a path under the home folder starts with ``~``. Benchmark results are
+    committed, and absolute paths of one machine mean nothing on another."""
+    root_text = str(Path(root).resolve()) + os.sep
+    home_text = str(Path.home()) + os.sep
+    if isinstance(obj, Path):
+        obj = str(obj)
+    if isinstance(obj, str):
+        if obj.startswith(root_text):
+            return obj[len(root_text):]
+        if home_text != os.sep and obj.startswith(home_text):
+            return "~" + os.sep + obj[len(home_text):]
+        return obj
+    if isinstance(obj, dict):
+        return {key: portable_paths(value, root) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable_paths(value, root) for value in obj]
+    return obj
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()

@@ -174,7 +174,7 @@ def test_inverted_sources_compare_with_the_counterfactual_and_cache_inversions(g
     assert torch.equal(again.w_plus, sources.w_plus)
 
     records, _ = ev.evaluate_direction(generator, classifier, sources, np.zeros(24, np.float32), "Blond_Hair", [0.0])
-    manual = ev._psnr_per_image(sources.originals, sources.truths).mean()
+    manual = ev.psnr_per_image(sources.originals, sources.truths).mean()
     assert records[0]["psnr_to_truth_db"] == pytest.approx(float(manual), rel=1e-6)
     assert sources.details["baseline"]["reconstruction_psnr_to_truth_db"] == pytest.approx(float(manual), abs=1e-3)
 

@@ -88,3 +88,22 @@ def test_generate_noise_modes_differ(tiny_generator):
     assert np.array_equal(random_a.numpy(), synthesize(tiny_generator, w, "random", noise_seed=1).numpy())
     assert not np.array_equal(random_a.numpy(), const.numpy())
     assert not np.array_equal(synthesize(tiny_generator, w, "zero").numpy(), const.numpy())
+
+
+def test_portable_paths_make_committed_results_machine_independent(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from latentedit.io import portable_paths
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    root = tmp_path / "repo"
+    root.mkdir()
+    report = {"checkpoint": {"path": str(root / "pretrained" / "g.safetensors")},
+              "cache": Path(tmp_path / "home" / ".cache" / "fit.npz"),
+              "references": [str(root / "examples" / "a.png"), "/elsewhere/b.png"], "steps": 100,
+              "note": "a repo-less string"}
+    assert portable_paths(report, root) == {
+        "checkpoint": {"path": "pretrained/g.safetensors"}, "cache": "~/.cache/fit.npz",
+        "references": ["examples/a.png", "/elsewhere/b.png"], "steps": 100, "note": "a repo-less string"}
+    # A sibling folder whose name merely starts with the root's is not inside it.
+    assert portable_paths(str(tmp_path / "repo2" / "x"), root) == str(tmp_path / "repo2" / "x")
