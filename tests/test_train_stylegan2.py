@@ -371,3 +371,17 @@ def test_cli_trains_and_reports(blobs, tmp_path):
     assert result.exit_code == 0, result.output
     assert "trained to 0.008 kimg" in result.output
     assert (tmp_path / "run" / "g_ema.safetensors").is_file()
+
+
+def test_a_batch_lost_to_a_stop_signal_stops_training_instead_of_failing():
+    """The signal that stops training also ends the DataLoader workers; a fetch that then fails is a stop."""
+    def broken():
+        raise RuntimeError("DataLoader worker (pid 123) exited unexpectedly")
+        yield  # pragma: no cover
+
+    stop = common.StopRequest()
+    assert common.next_unless_stopped(iter([7]), stop) == 7
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):
+        common.next_unless_stopped(broken(), stop)
+    stop.signal_number = signal.SIGTERM
+    assert common.next_unless_stopped(broken(), stop) is None

@@ -450,13 +450,13 @@ class _Trainer:
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
             worker_init_fn=common.ignore_stop_signals_in_worker if workers > 0 else None, generator=loader_generator)
 
-    def next_batch(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next ``(images [b, 3, S, S], labels [b, c])`` on the device, randomly mirrored when asked."""
-        try:
-            images, labels = next(batches)
-        except Exception as error:
-            common.reraise_worker_error(error)
-            raise
+    def next_batch(self, batches, stop: common.StopRequest) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The next ``(images [b, 3, S, S], labels [b, c])`` on the device, randomly mirrored when asked, or
+        None when a stop request ended the data workers (:func:`common.next_unless_stopped`)."""
+        batch = common.next_unless_stopped(batches, stop)
+        if batch is None:
+            return None
+        images, labels = batch
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         if self.config.flip:
@@ -521,7 +521,11 @@ class _Trainer:
                     if context.any(stop.requested):
                         stop_signal = stop.signal_number or int(signal.SIGTERM)  # another rank was signalled
                         break
-                    real, label_org = self.next_batch(batches)
+                    batch = self.next_batch(batches, stop)
+                    if batch is None:
+                        stop_signal = stop.signal_number
+                        break
+                    real, label_org = batch
                     label_trg = label_org[torch.randperm(label_org.shape[0], device=self.device)]
                     lr_factor = self.set_learning_rates()
                     self.discriminator_step(real, label_org, label_trg, stats)

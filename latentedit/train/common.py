@@ -445,6 +445,22 @@ class InfiniteShardSampler(Sampler):
 _WORKER_ERROR = re.compile(r"^latentedit\.errors\.(\w+): (.*)$", re.MULTILINE)
 
 
+def next_unless_stopped(batches, stop: "StopRequest"):
+    """``next(batches)``, or None when that fails because a stop was requested meanwhile.
+
+    The signal reaches the DataLoader workers too, and they exit (:func:`ignore_stop_signals_in_worker`); if
+    it arrives between the loop's stop check and this fetch, the batch can never come, and the training
+    loop should stop as asked rather than fail. Other failures are raised (LatentEditErrors from a worker
+    as their one-line message)."""
+    try:
+        return next(batches)
+    except Exception as error:
+        if stop.requested:
+            return None
+        reraise_worker_error(error)
+        raise
+
+
 def reraise_worker_error(error: Exception) -> None:
     """A LatentEditError raised inside a DataLoader worker arrives with the worker's traceback in its
     message; raise it again with only its own one-line message. Other errors are left alone."""

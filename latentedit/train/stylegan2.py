@@ -549,13 +549,12 @@ class _Trainer:
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
             worker_init_fn=common.ignore_stop_signals_in_worker if workers > 0 else None, generator=loader_generator)
 
-    def next_real(self, batches) -> torch.Tensor:
-        """The next real batch ``[b, 3, S, S]`` on the device (mirrored at random when asked)."""
-        try:
-            batch = next(batches)
-        except Exception as error:
-            common.reraise_worker_error(error)
-            raise
+    def next_real(self, batches, stop: common.StopRequest) -> torch.Tensor | None:
+        """The next real batch ``[b, 3, S, S]`` on the device (mirrored at random when asked), or None when
+        a stop request ended the data workers (:func:`common.next_unless_stopped`)."""
+        batch = common.next_unless_stopped(batches, stop)
+        if batch is None:
+            return None
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         images = images.to(self.device, non_blocking=True)
         if self.config.mirror:
@@ -608,7 +607,10 @@ class _Trainer:
                     if context.any(stop.requested):
                         stop_signal = stop.signal_number or int(signal.SIGTERM)  # another rank was signalled
                         break
-                    real = self.next_real(batches)
+                    real = self.next_real(batches, stop)
+                    if real is None:
+                        stop_signal = stop.signal_number
+                        break
                     if save_reals:
                         common.save_image_grid(real[:config.sample_count].cpu(), self.run_dir / "samples" / "reals.png")
                         save_reals = False
