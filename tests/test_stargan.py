@@ -632,3 +632,33 @@ def test_evaluate_stargan_command_writes_the_report(trained, tmp_path):
     bad = CliRunner().invoke(cli, ["evaluate", "stargan", "--ckpt", str(trained), "--attr", "Eyeglasses",
                                    "-o", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "cannot set Eyeglasses" in bad.output and "Traceback" not in bad.output
+
+
+# ----------------------------------------------------------------------------------------------------
+# The shipped model
+
+def test_shipped_stargan_resolves_by_name_and_matches_its_model_card():
+    import re
+
+    from latentedit.io import sha256_file
+
+    generator, info = stargan.load_stargan_generator("stargan_toyfaces64")
+    assert info.attribute_names == tuple(ATTRS)
+    assert info.image_size == 64 and info.path == stargan.shipped_stargan_path()
+    assert info.path.stat().st_size <= 10 * 2**20
+    card = info.path.with_suffix(".md").read_text()
+    assert re.search(r"sha256 `([0-9a-f]{64})`", card).group(1) == sha256_file(info.path)
+
+
+def test_shipped_stargan_recolours_held_out_faces():
+    """The property the README table rests on: most held-out faces lacking blond hair come out blond."""
+    from latentedit.directions import load_attribute_classifier
+    from latentedit.evaluate_stargan import evaluate_stargan, heldout_sources
+
+    generator, info = stargan.load_stargan_generator("stargan_toyfaces64")
+    classifier, _ = load_attribute_classifier()
+    sources = heldout_sources(classifier, "Blond_Hair", 16, info.image_size)
+    record, outputs = evaluate_stargan(generator, info.attribute_names, classifier, sources, "Blond_Hair")
+    assert outputs.shape == (16, 3, 64, 64)
+    assert record["success_rate"] >= 0.75
+    assert record["flips"]["Male"] <= 0.25
