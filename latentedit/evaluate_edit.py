@@ -402,6 +402,10 @@ def evaluate_directions(generator: Generator, classifier, sources: EditSources, 
     if unknown:
         raise InputError(f"unknown attribute(s) to watch: {', '.join(unknown)}")
     rows = parse_layers(layers, generator.num_ws) if layers is not None else None
+    # The target (and, for a hair colour, the other colours) must change, so watching them says nothing:
+    # e.g. the default watch of Male is dropped when Male is the attribute being added.
+    side_effects = side_effect_attributes(attribute, classifier.attribute_names)
+    watch = [name for name in watch if name in side_effects]
     result = {"attribute": attribute, "strengths": [float(s) for s in strengths], "normalize": normalize,
               "layers": format_layers(rows) if rows is not None else "all",
               "side_effect_attributes": side_effect_attributes(attribute, classifier.attribute_names),
@@ -520,7 +524,7 @@ def plot_result(result: dict, path: str | os.PathLike) -> None:
     axes = figure.subplots(2, 2)
     panels = [("success_rate", f"success: {result['attribute']} present", True),
               ("side_effect_mean", "mean side-effect flip rate", True),
-              ("watched", "flip rate of " + ", ".join(result["watch"]), True),
+              ("watched", "flip rate of " + (", ".join(result["watch"]) or "(nothing watched)"), True),
               ("psnr_to_truth_db" if inverted else "pixel_change",
                "PSNR to the counterfactual (dB)" if inverted else "mean |pixel change| ([0, 1])", False)]
     for axis, (key, title, is_rate) in zip(axes.flat, panels):

@@ -213,3 +213,14 @@ def test_evaluate_edit_command(generator, tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", "edit", "--ckpt", str(ckpt), "--vec", str(tmp_path / "v.npy"),
                                       "--attr", "Blonde", "-o", str(tmp_path / "eval2")])
     assert result.exit_code == 2 and result.output.startswith("error: unknown attribute 'Blonde'")
+
+
+def test_adding_the_watched_attribute_itself_writes_a_report(generator, classifier, svm_direction, tmp_path):
+    """`evaluate edit --attr Male` with the default watch (Male) used to fail while plotting."""
+    sources = ev.generated_sources(generator, classifier, "Male", 6, seed=3)
+    result, kept = ev.evaluate_directions(generator, classifier, sources, {"v": svm_direction}, "Male", [0.0, 2.0],
+                                          keep=2)
+    assert result["watch"] == [] and "Male" not in result["directions"]["v"]["per_strength"][1]["flips"]
+    result["sources"] = {"kind": "generated", "count": 6, "ids": sources.ids, "details": sources.details}
+    files = ev.write_report(result, kept, sources, tmp_path)
+    assert (tmp_path / files[2]).exists() and "| v |" in (tmp_path / "edit_eval.md").read_text()
