@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     from latentedit.checkpoints import load_generator
     from latentedit.device import resolve_device
     from latentedit.evaluate_edit import generated_sources
-    from latentedit.io import atomic_write, portable_paths, versions, write_json
+    from latentedit.io import portable_paths, versions, write_bytes, write_json
 
     started = time.perf_counter()
     device = resolve_device(args.device)
@@ -152,8 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
     report["versions"] = versions()
     write_json(out / "layers.json", portable_paths(report, REPO_ROOT))
-    with atomic_write(out / "layers.md", "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_bytes(out / "layers.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     return report
 

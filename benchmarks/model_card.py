@@ -68,7 +68,7 @@ def evaluation_table(evals: list[dict]) -> list[str]:
 def write_card(args: argparse.Namespace) -> str:
     sys.path.insert(0, str(REPO_ROOT))
     from latentedit.checkpoints import load_generator
-    from latentedit.io import atomic_write, sha256_file
+    from latentedit.io import sha256_file, write_bytes
 
     generator, _ = load_generator(str(args.weights), "cpu")
     config = generator.config
@@ -138,8 +138,7 @@ def write_card(args: argparse.Namespace) -> str:
               "- Only the toyfaces world: it is the default so that every command runs offline; use an FFHQ "
               "checkpoint (`--ckpt ffhq.pkl`) for photographs.", ""]
     text = "\n".join(lines)
-    with atomic_write(args.out, "w") as handle:
-        handle.write(text)
+    write_bytes(args.out, text.encode())
     return text
 
 

@@ -84,7 +84,7 @@ def hair_goal(result: dict) -> tuple[bool, list[str]]:
 def write_card(args: argparse.Namespace) -> str:
     sys.path.insert(0, str(REPO_ROOT))
     from latentedit.baselines.stargan import load_stargan_generator
-    from latentedit.io import atomic_write, sha256_file
+    from latentedit.io import sha256_file, write_bytes
 
     generator, info = load_stargan_generator(args.weights)
     config = generator.config
@@ -147,8 +147,7 @@ def write_card(args: argparse.Namespace) -> str:
         "- Toyfaces only: use a StarGAN trained on CelebA (`latentedit stargan train --data /data/celeba`) for "
         "photographs.", ""]
     text = "\n".join(lines)
-    with atomic_write(args.out, "w") as handle:
-        handle.write(text)
+    write_bytes(args.out, text.encode())
     return text
 
 

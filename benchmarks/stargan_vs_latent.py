@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     from latentedit.evaluate_edit import evaluate_edit_to_folder
     from latentedit.evaluate_stargan import evaluate_stargan_to_folder
     from latentedit.invert import InversionSettings
-    from latentedit.io import portable_paths, versions, write_json
+    from latentedit.io import portable_paths, versions, write_bytes, write_json
 
     started = time.perf_counter()
     device = resolve_device(args.device)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
     report["versions"] = versions()
     write_json(out / "summary.json", portable_paths(report, REPO_ROOT))
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_bytes(out / "summary.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     return report
 
