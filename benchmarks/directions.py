@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     from latentedit.device import resolve_device
     from latentedit.evaluate_edit import evaluate_edit_to_folder
     from latentedit.invert import InversionSettings
-    from latentedit.io import portable_paths, versions, write_json
+    from latentedit.io import portable_paths, versions, write_bytes, write_json
     from latentedit.latents import parse_seeds
     from latentedit.pulse import PulseSettings
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
     report["versions"] = versions()
     write_json(out / "summary.json", portable_paths(report, REPO_ROOT))
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_bytes(out / "summary.md", ("\n".join(lines) + "\n").encode())
     return report
 
 

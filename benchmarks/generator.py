@@ -10,7 +10,6 @@ after building the model) is its own. Prints a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -125,16 +124,16 @@ def main(argv=None) -> None:
     backends = args.backends or (["native", "compiled", "auto"] if _compiled_available() else ["native"])
     import torch
 
+    from latentedit.io import write_json
+
     print(f"generator benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
     rows = run(args.sizes, args.batches, backends, args.modulations, args.repeats)
     print()
     print(table(rows))
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     for r in rows:
         r.pop("output", None)
-    with open(args.json, "w") as handle:
-        json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version,
-                   "rows": rows}, handle, indent=2)
+    write_json(args.json, {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version,
+                           "rows": rows})
     print(f"\nwrote {args.json}")
 
 

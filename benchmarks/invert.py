@@ -23,10 +23,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
-import os
 import platform
 import resource
 import statistics
@@ -267,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from latentedit.device import resolve_device
-    from latentedit.io import portable_paths
+    from latentedit.io import portable_paths, write_json
 
     device = str(resolve_device(args.device))
     print(f"invert benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -276,10 +274,7 @@ def main(argv: list[str] | None = None) -> None:
               "platform": platform.platform(), "device": device}
     def save() -> None:
         # Written after every stage, so an interrupted run keeps what it measured.
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json + ".tmp", "w") as handle:
-            json.dump(portable_paths(report, Path(__file__).resolve().parents[1]), handle, indent=2)
-        os.replace(args.json + ".tmp", args.json)
+        write_json(args.json, portable_paths(report, Path(__file__).resolve().parents[1]))
 
     if not args.skip_quality:
         configs = [tuple(c.split(":")) for c in args.configs]

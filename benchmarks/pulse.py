@@ -18,7 +18,6 @@ the held-out face's true colour. Goals: >= 90 % success on (a), >= 90 % of (b) w
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -212,9 +211,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(markdown(report))
     if args.json:
-        from latentedit.io import portable_paths
+        from latentedit.io import portable_paths, write_json
 
-        args.json.write_text(json.dumps(portable_paths(report, REPO_ROOT), indent=2) + "\n")
+        write_json(args.json, portable_paths(report, REPO_ROOT))
     return report
 
 
