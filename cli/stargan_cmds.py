@@ -52,6 +52,9 @@ def stargan_group() -> None:
 @click.option("--lambda-cls", type=float, default=1.0, show_default=True, help="Weight of the classification loss.")
 @click.option("--lambda-rec", type=float, default=10.0, show_default=True, help="Weight of the reconstruction loss.")
 @click.option("--lambda-gp", type=float, default=10.0, show_default=True, help="Weight of the gradient penalty.")
+@click.option("--lambda-id", type=float, default=0.0, show_default=True,
+              help="Weight of an identity loss |x - G(x, c_org)| (not in StarGAN; 0 = the official recipe). "
+                   "Keeps skin and background colours when training is short.")
 @click.option("--test-count", type=int, default=2000, show_default=True,
               help="Images held out as the test split (the first N after the official seed-1234 shuffle).")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Random horizontal flips of training images.")

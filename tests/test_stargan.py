@@ -289,6 +289,7 @@ def test_training_run_writes_checkpoint_generator_samples_and_metrics(toy, train
     assert [r["step"] for r in ticks] == [5, 10]
     assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) and r["img_per_s"] > 0 for r in ticks)
     assert {"d_loss_gp", "d_loss_cls", "g_loss_rec", "g_loss_cls", "d_cls_acc"} <= set(ticks[0])
+    assert "g_loss_id" not in ticks[0]  # the official recipe has no identity term
     # Linear decay over the second half: the last iteration (index 9) of 10 runs at 1/5 of the rate.
     assert ticks[1]["g_lr"] == pytest.approx(1e-4 * 0.2) and ticks[1]["d_lr"] == pytest.approx(1e-4 * 0.2)
     assert records[-1]["event"] == "done"
@@ -317,6 +318,23 @@ def test_generator_updates_only_every_n_critic_iterations(toy, tmp_path):
     for name, param in fresh.named_parameters():
         assert torch.equal(param, untouched["g"][name]), name
     assert untouched["g_optim"]["state"] == {}
+
+
+def test_identity_term_is_logged_and_added_to_the_generator_loss(toy, tmp_path):
+    run = tmp_path / "run"
+    train_stargan(tiny_config(toy, iters=5, log_every=5, lambda_id=2.5), run, progress=False)
+    tick = [r for r in metrics(run) if "g_loss" in r][0]  # one generator step, at iteration 5
+    expected = tick["g_loss_fake"] + 10.0 * tick["g_loss_rec"] + 1.0 * tick["g_loss_cls"] + 2.5 * tick["g_loss_id"]
+    assert tick["g_loss_id"] > 0 and tick["g_loss"] == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    with pytest.raises(InputError, match="--lambda-id"):
+        tiny_config(toy, lambda_id=-1.0).validate()
+
+
+def test_runs_saved_before_the_identity_option_resume_without_it_unless_asked(toy, trained):
+    saved = dict(read_training_checkpoint(trained / "checkpoint.pt")["args"])
+    saved.pop("lambda_id")
+    assert resume_config(saved, tiny_config(toy, lambda_id=5.0), explicit=set()).lambda_id == 0.0
+    assert resume_config(saved, tiny_config(toy, lambda_id=5.0), explicit={"lambda_id"}).lambda_id == 5.0
 
 
 def test_resumed_run_matches_an_uninterrupted_one(toy, tmp_path):

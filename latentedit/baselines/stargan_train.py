@@ -11,7 +11,10 @@ One iteration (``step`` counts iterations, i.e. discriminator updates):
    binary cross-entropy with logits summed over the batch and the labels, divided by ``b``.
 3. Every ``n_critic``-th iteration (iterations 5, 10, ... counting from 1), the generator:
    ``L_G = -mean D_src(G(x, c_trg)) + lambda_rec * mean |x - G(G(x, c_trg), c_org)| + lambda_cls *
-   BCE(D_cls(G(x, c_trg)), c_trg)``.
+   BCE(D_cls(G(x, c_trg)), c_trg) + lambda_id * mean |x - G(x, c_org)|``. The last term is not part of
+   StarGAN (``lambda_id`` defaults to 0, the official recipe); it is CycleGAN's identity loss, offered
+   because the cycle term alone lets a briefly trained generator recolour skin and background in any
+   invertible way (:class:`StarGANTrainConfig`).
 4. Adam (``g_lr``, ``d_lr`` 1e-4, betas (0.5, 0.999)). Both learning rates are multiplied by
    ``min(1, (iters - step) / decay_iters)`` (``decay_iters`` defaults to ``iters // 2``): constant for the
    first half, then linear to 0, as the paper intends (the official code's decay is effectively none).
@@ -80,7 +83,13 @@ class StarGANTrainConfig:
     """Every option of a StarGAN training run (module docstring for the algorithm; defaults are the
     official ones except ``snapshot_every``, which is 1000 rather than 10000 so CPU runs lose little
     when interrupted). ``iters`` is the total length of the run (not of this session);
-    ``decay_iters`` None means ``iters // 2``; ``device`` is ``auto``/``cpu``/``cuda``."""
+    ``decay_iters`` None means ``iters // 2``; ``device`` is ``auto``/``cpu``/``cuda``.
+
+    ``lambda_id`` > 0 adds an identity term ``lambda_id * mean |x - G(x, c_org)|`` to the generator loss
+    (an extra generator pass per generator step). It is not in the StarGAN paper or code; CycleGAN uses
+    it at half the cycle weight. Without it nothing asks ``G(x, c)`` to keep what ``c`` does not name,
+    only that the cycle can undo it.
+    """
 
     data: str
     attrs: list = dataclasses.field(default_factory=lambda: list(stargan.DEFAULT_ATTRIBUTES))
@@ -101,6 +110,7 @@ class StarGANTrainConfig:
     lambda_cls: float = 1.0
     lambda_rec: float = 10.0
     lambda_gp: float = 10.0
+    lambda_id: float = 0.0
     test_count: int = 2000
     flip: bool = True
     log_every: int = 10
@@ -165,7 +175,7 @@ class StarGANTrainConfig:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise InputError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("lambda_cls", "lambda_rec", "lambda_gp"):
+        for name in ("lambda_cls", "lambda_rec", "lambda_gp", "lambda_id"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.image_size % 4:
@@ -248,7 +258,7 @@ class _Trainer:
     """State and steps of one run; :func:`train_stargan` is the public entry point."""
 
     STAT_NAMES = ("d_loss_real", "d_loss_fake", "d_loss_cls", "d_loss_gp", "d_loss", "d_cls_acc", "d_steps",
-                  "g_loss_fake", "g_loss_rec", "g_loss_cls", "g_loss", "g_steps")
+                  "g_loss_fake", "g_loss_rec", "g_loss_cls", "g_loss_id", "g_loss", "g_steps")
 
     def __init__(self, config: StarGANTrainConfig, run_dir: Path, context: common.DistributedContext,
                  checkpoint: dict | None, progress: bool, session_iters: int | None = None):
@@ -362,6 +372,9 @@ class _Trainer:
         loss_rec = (real - reconstruction).abs().mean()
         loss_cls = _bce_sum(cls_fake, label_trg)
         loss = loss_fake + config.lambda_rec * loss_rec + config.lambda_cls * loss_cls
+        if config.lambda_id > 0:
+            loss_id = (real - self.g_train(real, label_org)).abs().mean()
+            loss = loss + config.lambda_id * loss_id
         self.g_optim.zero_grad(set_to_none=True)
         loss.backward()
         self.g_optim.step()
@@ -370,6 +383,8 @@ class _Trainer:
             stats["g_loss_fake"] += loss_fake
             stats["g_loss_rec"] += loss_rec
             stats["g_loss_cls"] += loss_cls
+            if config.lambda_id > 0:
+                stats["g_loss_id"] += loss_id
             stats["g_loss"] += loss
             stats["g_steps"] += 1
 
@@ -476,6 +491,8 @@ class _Trainer:
                 for name in self.STAT_NAMES:
                     if name.startswith(prefix + "_") and name != f"{prefix}_steps":
                         record[name] = totals[name] / count
+        if not self.config.lambda_id:
+            record.pop("g_loss_id", None)  # the official recipe has no identity term: log nothing for it
         for name in ("d_loss", "g_loss"):
             if name in record:
                 common.check_finite(name, record[name])
