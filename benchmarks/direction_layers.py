@@ -12,6 +12,9 @@ the attribute (psi 1, as ``latentedit evaluate edit --source generated``):
    strength at which the classifier calls it edited, and left unedited when none does. This uses the
    evaluating classifier to choose the strength, so it is optimistic; it is reported to show how much of
    the side effect comes from over-editing sources that were already close.
+4. **Random floor**: ``--random`` random unit directions (seeded), restricted to the same rows, at each row set's
+   operating-point strength: the Male flips any edit of that size causes on this generator. The direction's
+   flips above this floor are its entanglement with gender; the floor itself is how fragile gender is here.
 
 Every number comes from :func:`latentedit.evaluate_edit.edit_record` (success, flip rate of every other
 attribute, pixel change). Writes ``OUT/layers.json`` and ``OUT/layers.md``.
@@ -45,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--row-sets", default="4;3-5;4-5;4-7;all")
     parser.add_argument("--strengths", default="2:16:8")
     parser.add_argument("--target-success", type=float, default=0.8)
+    parser.add_argument("--random", type=int, default=5, help="Random directions in the floor (section 4).")
     parser.add_argument("--device", default="auto")
     return parser.parse_args(argv)
 
@@ -83,6 +87,19 @@ def per_image_strength(classifier, sources, attribute, strengths, images, probs)
     record = edit_record(edited, edited_probs, sources.originals, sources.probs, names, attribute)
     record["median_strength"] = float(np.median(chosen)) if chosen else None
     return record
+
+
+def random_floor(generator, classifier, sources, attribute, strength, rows, count: int, seed: int = 0) -> dict:
+    """Section 4 of the module docstring: mean and spread of the Male flips of ``count`` random unit directions."""
+    rng = np.random.default_rng(seed)
+    flips = []
+    for _ in range(count):
+        vector = rng.standard_normal(generator.w_dim)
+        records, _, _ = sweep(generator, classifier, sources, vector / np.linalg.norm(vector), attribute, [strength],
+                              rows)
+        flips.append(records[0]["flips"]["Male"])
+    return {"directions": count, "seed": seed, "strength": float(strength), "male_flips": flips,
+            "male_flips_mean": float(np.mean(flips)), "male_flips_max": float(np.max(flips))}
 
 
 def row_label(rows, num_ws: int) -> str:
@@ -127,7 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
         reaching = [r for r in records if r["success_rate"] >= args.target_success]
         report["row_sets"][row_label(rows, num_ws)] = {
             "per_strength": records, "first_at_target": reaching[0] if reaching else None,
-            "per_image_strength": per_image_strength(classifier, sources, args.attr, strengths, images, probs)}
+            "per_image_strength": per_image_strength(classifier, sources, args.attr, strengths, images, probs),
+            "random_floor": (random_floor(generator, classifier, sources, args.attr, reaching[0]["strength"], rows,
+                                          args.random) if reaching and args.random > 0 else None)}
 
     def cells(record: dict) -> str:
         worst = record["side_effect_max"]
@@ -142,12 +161,15 @@ def main(argv: list[str] | None = None) -> dict:
     lines += [f"| {entry['row']} | {cells(entry)} |" for entry in report["scan"]]
     lines += ["", f"## Row sets, strengths {args.strengths}", "",
               f"| rows | first strength ≥ {100 * args.target_success:.0f} % | success | Male flips | mean side effect "
-              "| worst side effect | per-image strength: success | its Male flips | its median strength |",
-              "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+              "| worst side effect | random directions there: Male flips (max) | per-image strength: success "
+              "| its Male flips | its median strength |",
+              "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for label, entry in report["row_sets"].items():
-        first, adaptive = entry["first_at_target"], entry["per_image_strength"]
+        first, adaptive, floor = entry["first_at_target"], entry["per_image_strength"], entry["random_floor"]
         head = (f"{first['strength']:g} | {cells(first)}" if first else "not reached | – | – | – | –")
-        lines.append(f"| {label} | {head} | {100 * adaptive['success_rate']:.1f} % | "
+        floor_cell = (f"{100 * floor['male_flips_mean']:.1f} % ({100 * floor['male_flips_max']:.1f} %)"
+                      if floor else "–")
+        lines.append(f"| {label} | {head} | {floor_cell} | {100 * adaptive['success_rate']:.1f} % | "
                      f"{100 * adaptive['flips']['Male']:.1f} % | {adaptive['median_strength']} |")
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
     report["versions"] = versions()
