@@ -27,6 +27,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPORT_COMMAND = "latentedit data toyfaces --n 30000 --size 64 --format celeba -o data/toy64"
 TRAIN_COMMAND = ("latentedit stargan train --data data/toy64 --image-size 64 --crop-size 64 --d-repeat-num 5 "
                  "--g-conv-dim 32 --d-conv-dim 32 --iters 18000 -o runs/stargan64")
+BASE_RUN = "runs/stargan64"
+#: How later sessions resumed the run: the same folder, a longer schedule.
+RESUME_COMMAND = ("latentedit stargan train --data data/toy64 -o {run} --iters {iters} --decay-iters {decay}"
+                  "{identity}")
 EVAL_COMMAND = ("latentedit evaluate stargan --ckpt stargan_toyfaces64 "
                 "--attr Black_Hair,Blond_Hair,Brown_Hair,Male,Young --n 200 -o runs/stargan64_eval")
 HAIR = ("Black_Hair", "Blond_Hair", "Brown_Hair")
@@ -34,14 +38,19 @@ HAIR = ("Black_Hair", "Blond_Hair", "Brown_Hair")
 GOAL_SUCCESS, GOAL_SIDE_EFFECT = 0.90, 0.10
 #: Loss terms averaged over the last LAST_STEPS logged iterations.
 LOSS_KEYS = ("d_loss_real", "d_loss_fake", "d_loss_cls", "d_loss_gp", "d_cls_acc", "g_loss_fake", "g_loss_rec",
-             "g_loss_cls")
+             "g_loss_cls", "g_loss_id")
 LAST_STEPS = 500
+#: The iteration of the official-loss generator that ``--official-eval`` measured (shipped until the identity
+#: sessions; that evaluation records only the file's sha256).
+OFFICIAL_ITERATIONS = 16011
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, default=REPO_ROOT / "runs" / "stargan64")
     parser.add_argument("--eval", type=Path, default=REPO_ROOT / "runs" / "stargan64_eval")
+    parser.add_argument("--official-eval", type=Path, default=REPO_ROOT / "runs" / "stargan64_official_eval",
+                        help="`evaluate stargan` folder of the official-loss model, shown as an ablation when present.")
     parser.add_argument("--weights", type=Path, default=REPO_ROOT / "pretrained" / "stargan_toyfaces64.safetensors")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "pretrained" / "stargan_toyfaces64.md")
     parser.add_argument("--docs", type=Path, default=REPO_ROOT / "docs")
@@ -54,14 +63,94 @@ def training_summary(metrics_path: Path) -> dict:
         records = [json.loads(line) for line in handle if line.strip()]
     steps = [r for r in records if "img_per_s" in r]
     sessions = [r for r in records if r.get("event") in ("start", "resume")]
+    ends = [r for r in records if r.get("event") in ("stopped", "paused", "done")]
     last = dict(steps[-1], step=max(r["step"] for r in records))
     final = [r for r in steps if r["step"] > last["step"] - LAST_STEPS]
     return {"steps": last["step"], "nimg": last["nimg"], "wall_s": last["wall_s"], "sessions": len(sessions),
             "median_img_per_s": statistics.median(r["img_per_s"] for r in steps),
             "done": any(r.get("event") == "done" for r in records),
             "args": sessions[0].get("args", {}) if sessions else {},
+            "schedule": [{"from_step": r["step"], "iters": r["args"]["iters"],
+                          "decay_iters": r["args"].get("decay_iters") or r["args"]["iters"] // 2,
+                          "lambda_id": r["args"].get("lambda_id", 0.0)}
+                         for r in sessions if "args" in r],
+            "ends": [{"event": r["event"], "step": r["step"]} for r in ends],
             "train_images": sessions[0].get("train_images") if sessions else None,
             "final_losses": {key: statistics.mean(r[key] for r in final) for key in LOSS_KEYS if key in last}}
+
+
+def resume_commands(run: dict, run_dir: str) -> list[str]:
+    """The command of every session after the first that changed the schedule or the identity weight. The
+    identity sessions ran on a copy of the official-recipe run (``run_dir``), which stays resumable as it was."""
+    def key(entry: dict) -> tuple:
+        return entry["iters"], entry["decay_iters"], entry["lambda_id"]
+
+    lines, folder = [], BASE_RUN
+    for previous, entry in zip(run["schedule"], run["schedule"][1:]):
+        if key(entry) == key(previous):
+            continue
+        if entry["lambda_id"] and folder == BASE_RUN and run_dir != BASE_RUN:
+            lines.append(f"cp -r {BASE_RUN} {run_dir}")
+            folder = run_dir
+        lines.append(RESUME_COMMAND.format(run=folder, iters=entry["iters"], decay=entry["decay_iters"],
+                                           identity=f" --lambda-id {entry['lambda_id']:g}" if entry["lambda_id"]
+                                           else ""))
+    return lines
+
+
+def lr_fraction(entry: dict, step: int) -> float:
+    """The learning-rate multiplier of ``step`` under one session's schedule (``stargan_train`` docstring)."""
+    return min(1.0, max(0.0, (entry["iters"] - step) / entry["decay_iters"])) if entry["decay_iters"] else 1.0
+
+
+def schedule_lines(run: dict) -> list[str]:
+    """One line per session: where it started and ended, its schedule, and the learning rate at both ends."""
+    lines = []
+    for k, entry in enumerate(run["schedule"]):
+        end = run["ends"][k] if k < len(run["ends"]) else {"event": "running", "step": run["steps"]}
+        how = {"stopped": "stopped by SIGTERM (which writes a checkpoint)", "paused": "paused at its session limit",
+               "done": "finished"}.get(end["event"], "still running")
+        lines.append(f"  - Session {k + 1}: iterations {entry['from_step']}–{end['step']} under `--iters "
+                     f"{entry['iters']} --decay-iters {entry['decay_iters']}`, learning rate "
+                     f"{lr_fraction(entry, entry['from_step']):.0%} → {lr_fraction(entry, end['step']):.0%} of "
+                     f"its initial value"
+                     + (f", identity term λ_id {entry['lambda_id']:g} (`--lambda-id`, not in the official recipe)"
+                        if entry["lambda_id"] else ", the official loss") + f"; {how}.")
+    return lines
+
+
+def portable_run(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (how the commands above name it)."""
+    try:
+        return path.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def hair_range(result: dict) -> str:
+    """The range of hair-colour success rates, e.g. ``96–98 %``."""
+    rates = [100 * result["attributes"][a]["record"]["success_rate"] for a in HAIR if a in result["attributes"]]
+    low, high = min(rates), max(rates)
+    return f"{low:.0f} %" if round(low) == round(high) else f"{low:.0f}–{high:.0f} %"
+
+
+def official_section(folder: Path, result: dict, run: dict) -> list[str]:
+    """An ablation table: the same evaluation of the model trained with the official loss only, when the shipped
+    model used the identity term and that evaluation exists."""
+    if not any(entry["lambda_id"] for entry in run["schedule"]) or not (folder / "stargan_eval.json").is_file():
+        return []
+    official = json.loads((folder / "stargan_eval.json").read_text())
+    if official["stargan"]["sha256"] == result["stargan"]["sha256"]:
+        return []
+    table = (folder / "stargan_eval.md").read_text().strip().split("\n", 2)[2].split("\n\n", 1)[-1]
+    first_identity = next(entry["from_step"] for entry in run["schedule"] if entry["lambda_id"])
+    return ["## Ablation: the official loss alone", "",
+            f"The same evaluation of this run's generator at iteration {OFFICIAL_ITERATIONS:,}, before any identity "
+            f"term (sha256 "
+            f"`{official['stargan']['sha256'][:16]}…`, shipped until the identity sessions; the identity term "
+            f"starts at iteration {first_identity}):", "", table, "",
+            "Without the identity term the translations recolour skin and background (PSNR to truth far below "
+            "the unedited render's), and the classifier reads those changes as side effects.", ""]
 
 
 def hair_goal(result: dict) -> tuple[bool, list[str]]:
@@ -112,18 +201,15 @@ def write_card(args: argparse.Namespace) -> str:
         f"{info.image_size} px (centre crop {info.crop_size}, then resize), RGB in [-1, 1].",
         f"- Data: `{EXPORT_COMMAND}` (toyfaces seed 0); the official split (seed 1234, first "
         f"{hyper.get('test_count', 2000)} test), {run['train_images']} training images.", "",
-        "## Training", "", "```", EXPORT_COMMAND, TRAIN_COMMAND, "```", "",
+        "## Training", "", "```", EXPORT_COMMAND, TRAIN_COMMAND, *resume_commands(run, portable_run(args.run)), "```", "",
         f"WGAN-GP, λ_cls {hyper.get('lambda_cls')}, λ_rec {hyper.get('lambda_rec')}, λ_gp {hyper.get('lambda_gp')}, "
         f"n_critic {hyper.get('n_critic')}, Adam G lr {hyper.get('g_lr')} / D lr {hyper.get('d_lr')} β "
-        f"({hyper.get('beta1')}, {hyper.get('beta2')}), batch {hyper.get('batch')}, label shuffling, linear lr "
-        f"decay to 0 over the second half, horizontal flips, discriminator conv_dim {hyper.get('d_conv_dim')} with "
-        f"{hyper.get('d_repeat_num')} strided convolutions (the paper's 6 need 128 px), seed {hyper.get('seed')}.", "",
-        f"- Length: **{run['steps']} iterations** ({run['nimg'] / 1000:.0f} k images through the discriminator)"
-        + ("." if run["done"] else
-           f" of the {hyper.get('iters')} planned: stopped there (SIGTERM, which writes a checkpoint) to leave the "
-           f"session time for the evaluation; the learning rate had decayed to "
-           f"{max(0.0, (hyper.get('iters') - run['steps']) / (hyper.get('decay_iters') or hyper.get('iters') / 2)):.0%} "
-           "of its initial value."),
+        f"({hyper.get('beta1')}, {hyper.get('beta2')}), batch {hyper.get('batch')}, label shuffling, horizontal "
+        f"flips, discriminator conv_dim {hyper.get('d_conv_dim')} with {hyper.get('d_repeat_num')} strided "
+        f"convolutions (the paper's 6 need 128 px), seed {hyper.get('seed')}. Both learning rates are multiplied "
+        "by `min(1, (iters - step) / decay_iters)`.", "",
+        f"- Length: **{run['steps']} iterations** ({run['nimg'] / 1000:.0f} k images through the discriminator).",
+        *schedule_lines(run),
         f"- Wall time: **{run['wall_s'] / 3600:.2f} h** in {run['sessions']} session(s) on a 2-core x86-64 CPU, no "
         f"GPU, torch 2.14, 2 threads; median {run['median_img_per_s']:.1f} img/s (other work shared the cores "
         "at times).",
@@ -138,12 +224,14 @@ def write_card(args: argparse.Namespace) -> str:
         *goal_lines, "",
         "Blond_Hair translations (rows: render, translation, true counterfactual):", "",
         "![blond](../docs/stargan_toyfaces64_blond.png)", "",
-        "## Limitations", "",
+        *official_section(args.official_eval, result, run), "## Limitations", "",
         f"- Half the official width (conv_dim 32) and {100 * run['steps'] / 200000:.0f} % of the official 200,000 "
-        "iterations, to fit a CPU budget. It is under-trained: translations are grainy and shift the "
-        "background and skin colours, so they are further from the true counterfactual than the unedited render "
-        "is (PSNR to truth above). The classifier reads the grain as lipstick, smiles or pale skin, which is "
-        "most of the side-effect rate. The hair colour itself is right in 96–98 % of cases.",
+        "iterations, to fit a CPU budget. Translations are still grainy at 64 px, and the classifier reads the "
+        "grain as fine attributes (lipstick, bangs, wavy hair, an open mouth: the worst side effects above). "
+        f"The hair colour itself is right in {hair_range(result)} of cases.",
+        *(["- The sessions with λ_id > 0 trained with an identity loss that StarGAN does not have: compare it "
+           "with other StarGAN numbers as 'StarGAN + identity loss'. The ablation above is the official loss "
+           "alone."] if any(entry["lambda_id"] for entry in run["schedule"]) else []),
         "- Toyfaces only: use a StarGAN trained on CelebA (`latentedit stargan train --data /data/celeba`) for "
         "photographs.", ""]
     text = "\n".join(lines)
