@@ -128,10 +128,10 @@ def portable_run(path: Path) -> str:
 
 
 def hair_range(result: dict) -> str:
-    """The range of hair-colour success rates, e.g. ``96–98 %``."""
+    """The range of hair-colour success rates, e.g. ``96.0–99.5 %``."""
     rates = [100 * result["attributes"][a]["record"]["success_rate"] for a in HAIR if a in result["attributes"]]
     low, high = min(rates), max(rates)
-    return f"{low:.0f} %" if round(low) == round(high) else f"{low:.0f}–{high:.0f} %"
+    return f"{low:.1f} %" if low == high else f"{low:.1f}–{high:.1f} %"
 
 
 def official_section(folder: Path, result: dict, run: dict) -> list[str]:
