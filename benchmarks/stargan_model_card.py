@@ -68,7 +68,6 @@ def training_summary(metrics_path: Path) -> dict:
     final = [r for r in steps if r["step"] > last["step"] - LAST_STEPS]
     return {"steps": last["step"], "nimg": last["nimg"], "wall_s": last["wall_s"], "sessions": len(sessions),
             "median_img_per_s": statistics.median(r["img_per_s"] for r in steps),
-            "done": any(r.get("event") == "done" for r in records),
             "args": sessions[0].get("args", {}) if sessions else {},
             "schedule": [{"from_step": r["step"], "iters": r["args"]["iters"],
                           "decay_iters": r["args"].get("decay_iters") or r["args"]["iters"] // 2,
@@ -99,8 +98,10 @@ def resume_commands(run: dict, run_dir: str) -> list[str]:
 
 
 def lr_fraction(entry: dict, step: int) -> float:
-    """The learning-rate multiplier of ``step`` under one session's schedule (``stargan_train`` docstring)."""
-    return min(1.0, max(0.0, (entry["iters"] - step) / entry["decay_iters"])) if entry["decay_iters"] else 1.0
+    """The learning-rate multiplier of ``step`` under one session's schedule, as the trainer computes it."""
+    from latentedit.baselines.stargan_train import StarGANTrainConfig
+
+    return StarGANTrainConfig(data="", iters=entry["iters"], decay_iters=entry["decay_iters"]).lr_factor(step)
 
 
 def schedule_lines(run: dict) -> list[str]:
@@ -201,7 +202,8 @@ def write_card(args: argparse.Namespace) -> str:
         f"{info.image_size} px (centre crop {info.crop_size}, then resize), RGB in [-1, 1].",
         f"- Data: `{EXPORT_COMMAND}` (toyfaces seed 0); the official split (seed 1234, first "
         f"{hyper.get('test_count', 2000)} test), {run['train_images']} training images.", "",
-        "## Training", "", "```", EXPORT_COMMAND, TRAIN_COMMAND, *resume_commands(run, portable_run(args.run)), "```", "",
+        "## Training", "", "```", EXPORT_COMMAND, TRAIN_COMMAND, *resume_commands(run, portable_run(args.run)),
+        "```", "",
         f"WGAN-GP, λ_cls {hyper.get('lambda_cls')}, λ_rec {hyper.get('lambda_rec')}, λ_gp {hyper.get('lambda_gp')}, "
         f"n_critic {hyper.get('n_critic')}, Adam G lr {hyper.get('g_lr')} / D lr {hyper.get('d_lr')} β "
         f"({hyper.get('beta1')}, {hyper.get('beta2')}), batch {hyper.get('batch')}, label shuffling, horizontal "

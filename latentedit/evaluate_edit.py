@@ -408,7 +408,7 @@ def evaluate_directions(generator: Generator, classifier, sources: EditSources, 
     watch = [name for name in watch if name in side_effects]
     result = {"attribute": attribute, "strengths": [float(s) for s in strengths], "normalize": normalize,
               "layers": format_layers(rows) if rows is not None else "all",
-              "side_effect_attributes": side_effect_attributes(attribute, classifier.attribute_names),
+              "side_effect_attributes": side_effects,
               "watch": list(watch), "directions": {}}
     kept = {}
     for name, vector in tqdm(list(directions.items()), desc="directions", unit="direction",
