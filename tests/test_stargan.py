@@ -556,6 +556,7 @@ def test_not_a_stargan_file_is_a_checkpoint_error(tmp_path):
     ("attrs", "Purple_Hair not in"),
     ("crop", "--crop-size 32"),
     ("missing", "not found"),
+    ("lambda_id", "--lambda-id must be >= 0"),
 ])
 def test_train_cli_errors_are_one_line(toy, tmp_path, case, message):
     from latentedit.cli.main import cli
@@ -570,6 +571,8 @@ def test_train_cli_errors_are_one_line(toy, tmp_path, case, message):
         args += ["--crop-size", "178"]
     elif case == "missing":
         args[args.index(str(toy))] = str(tmp_path / "nope")
+    elif case == "lambda_id":
+        args += ["--lambda-id", "-1"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     output = result.output.strip()
