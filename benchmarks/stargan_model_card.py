@@ -10,7 +10,7 @@ Inputs (all produced by committed commands):
 
 It also copies the last training grid and the Blond_Hair evaluation grid to ``docs/`` for the README.
 
-    python benchmarks/stargan_model_card.py --run runs/stargan64 --eval runs/stargan64_eval \\
+    python benchmarks/stargan_model_card.py --run runs/stargan64_v2 --eval runs/stargan64_eval \\
         --out pretrained/stargan_toyfaces64.md
 """
 from __future__ import annotations
@@ -25,14 +25,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 EXPORT_COMMAND = "latentedit data toyfaces --n 30000 --size 64 --format celeba -o data/toy64"
-TRAIN_COMMAND = ("latentedit stargan train --data data/toy64 --image-size 64 --crop-size 64 --d-repeat-num 5 "
-                 "--g-conv-dim 32 --d-conv-dim 32 --iters 18000 -o runs/stargan64")
-BASE_RUN = "runs/stargan64"
-#: How later sessions resumed the run: the same folder, a longer schedule.
-RESUME_COMMAND = ("latentedit stargan train --data data/toy64 -o {run} --iters {iters} --decay-iters {decay}"
-                  "{identity}")
+#: Options of the first session written into the training command although they equal the CLI default, so that
+#: the command reads the same whichever defaults a later version has.
+ALWAYS_SHOWN = ("iters",)
+#: Options that only change logging, not the model.
+NOT_SHOWN = ("log_every", "sample_every", "snapshot_every", "sample_count", "workers", "device")
 EVAL_COMMAND = ("latentedit evaluate stargan --ckpt stargan_toyfaces64 "
-                "--attr Black_Hair,Blond_Hair,Brown_Hair,Male,Young --n 200 -o runs/stargan64_eval")
+                "--attr Black_Hair,Blond_Hair,Brown_Hair,Male,Young --n 1000 -o runs/stargan64_eval")
 HAIR = ("Black_Hair", "Blond_Hair", "Brown_Hair")
 #: The issue's goal for hair-colour targets.
 GOAL_SUCCESS, GOAL_SIDE_EFFECT = 0.90, 0.10
@@ -40,17 +39,19 @@ GOAL_SUCCESS, GOAL_SIDE_EFFECT = 0.90, 0.10
 LOSS_KEYS = ("d_loss_real", "d_loss_fake", "d_loss_cls", "d_loss_gp", "d_cls_acc", "g_loss_fake", "g_loss_rec",
              "g_loss_cls", "g_loss_id")
 LAST_STEPS = 500
-#: The iteration of the official-loss generator that ``--official-eval`` measured (shipped until the identity
-#: sessions; that evaluation records only the file's sha256).
+#: The iteration of the official-loss generator that ``--official-eval`` measured (that evaluation records only
+#: the file's sha256).
 OFFICIAL_ITERATIONS = 16011
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", type=Path, default=REPO_ROOT / "runs" / "stargan64")
+    parser.add_argument("--run", type=Path, default=REPO_ROOT / "runs" / "stargan64_v2")
     parser.add_argument("--eval", type=Path, default=REPO_ROOT / "runs" / "stargan64_eval")
     parser.add_argument("--official-eval", type=Path, default=REPO_ROOT / "runs" / "stargan64_official_eval",
                         help="`evaluate stargan` folder of the official-loss model, shown as an ablation when present.")
+    parser.add_argument("--official-run", type=Path, default=REPO_ROOT / "runs" / "stargan64",
+                        help="Run folder of that official-loss model (its command and wall time).")
     parser.add_argument("--weights", type=Path, default=REPO_ROOT / "pretrained" / "stargan_toyfaces64.safetensors")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "pretrained" / "stargan_toyfaces64.md")
     parser.add_argument("--docs", type=Path, default=REPO_ROOT / "docs")
@@ -78,22 +79,37 @@ def training_summary(metrics_path: Path) -> dict:
             "final_losses": {key: statistics.mean(r[key] for r in final) for key in LOSS_KEYS if key in last}}
 
 
-def resume_commands(run: dict, run_dir: str) -> list[str]:
-    """The command of every session after the first that changed the schedule or the identity weight. The
-    identity sessions ran on a copy of the official-recipe run (``run_dir``), which stays resumable as it was."""
+def cli_option(name: str, value) -> str:
+    """``value`` of the ``stargan train`` parameter ``name`` as command-line text."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + name.replace("_", "-")
+    if isinstance(value, (list, tuple)):
+        return f"{flag} {','.join(map(str, value))}"
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+
+
+def training_commands(run: dict, run_dir: str) -> list[str]:
+    """The ``latentedit stargan train`` command that started the run (every model option that differs from the
+    CLI default, read from the command itself), then one resume command per later session that changed the
+    schedule or the identity weight."""
+    from latentedit.cli.stargan_cmds import train_command
+
+    defaults = {param.name: param.default for param in train_command.params}
+    defaults["attrs"] = defaults["attrs"].split(",")  # the run records the parsed list
+    first = run["args"]
+    options = [cli_option(name, value) for name, value in first.items()
+               if name in defaults and name not in ("data", *NOT_SHOWN)
+               and (name in ALWAYS_SHOWN or value != defaults[name])]
+    lines = [" ".join(["latentedit stargan train --data", first["data"], *options, "-o", run_dir])]
+
     def key(entry: dict) -> tuple:
         return entry["iters"], entry["decay_iters"], entry["lambda_id"]
 
-    lines, folder = [], BASE_RUN
     for previous, entry in zip(run["schedule"], run["schedule"][1:]):
-        if key(entry) == key(previous):
-            continue
-        if entry["lambda_id"] and folder == BASE_RUN and run_dir != BASE_RUN:
-            lines.append(f"cp -r {BASE_RUN} {run_dir}")
-            folder = run_dir
-        lines.append(RESUME_COMMAND.format(run=folder, iters=entry["iters"], decay=entry["decay_iters"],
-                                           identity=f" --lambda-id {entry['lambda_id']:g}" if entry["lambda_id"]
-                                           else ""))
+        if key(entry) != key(previous):
+            lines.append(f"latentedit stargan train -o {run_dir} --iters {entry['iters']} --decay-iters "
+                         f"{entry['decay_iters']} --lambda-id {entry['lambda_id']:g}")
     return lines
 
 
@@ -135,21 +151,31 @@ def hair_range(result: dict) -> str:
     return f"{low:.1f} %" if low == high else f"{low:.1f}–{high:.1f} %"
 
 
-def official_section(folder: Path, result: dict, run: dict) -> list[str]:
-    """An ablation table: the same evaluation of the model trained with the official loss only, when the shipped
-    model used the identity term and that evaluation exists."""
-    if not any(entry["lambda_id"] for entry in run["schedule"]) or not (folder / "stargan_eval.json").is_file():
+def wall_time_at(metrics_path: Path, step: int) -> float:
+    """Training wall time (s) of a run's last logged iteration at or before ``step``."""
+    with open(metrics_path) as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    return max((r for r in records if "wall_s" in r and r["step"] <= step), key=lambda r: r["step"])["wall_s"]
+
+
+def official_section(folder: Path, official_run: Path, result: dict, run: dict) -> list[str]:
+    """An ablation table: the same evaluation of a model trained with the official loss only (the run
+    ``official_run`` at iteration OFFICIAL_ITERATIONS), when the shipped model used the identity term and that
+    evaluation exists."""
+    metrics = official_run / "metrics.jsonl"
+    if (not any(entry["lambda_id"] for entry in run["schedule"]) or not (folder / "stargan_eval.json").is_file()
+            or not metrics.is_file()):
         return []
     official = json.loads((folder / "stargan_eval.json").read_text())
     if official["stargan"]["sha256"] == result["stargan"]["sha256"]:
         return []
     table = (folder / "stargan_eval.md").read_text().strip().split("\n", 2)[2].split("\n\n", 1)[-1]
-    first_identity = next(entry["from_step"] for entry in run["schedule"] if entry["lambda_id"])
+    command = training_commands(training_summary(metrics), portable_run(official_run))[0]
+    hours = wall_time_at(metrics, OFFICIAL_ITERATIONS) / 3600
     return ["## Ablation: the official loss alone", "",
-            f"The same evaluation of this run's generator at iteration {OFFICIAL_ITERATIONS:,}, before any identity "
-            f"term (sha256 "
-            f"`{official['stargan']['sha256'][:16]}…`, shipped until the identity sessions; the identity term "
-            f"starts at iteration {first_identity}):", "", table, "",
+            f"The same architecture, data and seed trained without the identity term (`{command}`), evaluated the "
+            f"same way at iteration {OFFICIAL_ITERATIONS:,} ({hours:.2f} h; sha256 "
+            f"`{official['stargan']['sha256'][:16]}…`):", "", table, "",
             "Without the identity term the translations recolour skin and background (PSNR to truth far below "
             "the unedited render's), and the classifier reads those changes as side effects.", ""]
 
@@ -202,7 +228,7 @@ def write_card(args: argparse.Namespace) -> str:
         f"{info.image_size} px (centre crop {info.crop_size}, then resize), RGB in [-1, 1].",
         f"- Data: `{EXPORT_COMMAND}` (toyfaces seed 0); the official split (seed 1234, first "
         f"{hyper.get('test_count', 2000)} test), {run['train_images']} training images.", "",
-        "## Training", "", "```", EXPORT_COMMAND, TRAIN_COMMAND, *resume_commands(run, portable_run(args.run)),
+        "## Training", "", "```", EXPORT_COMMAND, *training_commands(run, portable_run(args.run)),
         "```", "",
         f"WGAN-GP, λ_cls {hyper.get('lambda_cls')}, λ_rec {hyper.get('lambda_rec')}, λ_gp {hyper.get('lambda_gp')}, "
         f"n_critic {hyper.get('n_critic')}, Adam G lr {hyper.get('g_lr')} / D lr {hyper.get('d_lr')} β "
@@ -226,7 +252,7 @@ def write_card(args: argparse.Namespace) -> str:
         *goal_lines, "",
         "Blond_Hair translations (rows: render, translation, true counterfactual):", "",
         "![blond](../docs/stargan_toyfaces64_blond.png)", "",
-        *official_section(args.official_eval, result, run), "## Limitations", "",
+        *official_section(args.official_eval, args.official_run, result, run), "## Limitations", "",
         f"- Half the official width (conv_dim 32) and {100 * run['steps'] / 200000:.0f} % of the official 200,000 "
         "iterations, to fit a CPU budget. Translations are still grainy at 64 px, and the classifier reads the "
         "grain as fine attributes (lipstick, bangs, wavy hair, an open mouth: the worst side effects above). "
