@@ -58,10 +58,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def training_summary(metrics_path: Path) -> dict:
-    """Length, wall time, throughput, sessions and the final losses of a StarGAN run's ``metrics.jsonl``."""
+def read_metrics(metrics_path: Path) -> list[dict]:
+    """The records of a StarGAN run's ``metrics.jsonl``."""
     with open(metrics_path) as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def training_summary(records: list[dict]) -> dict:
+    """Length, wall time, throughput, sessions and the final losses of a run's metrics records."""
     steps = [r for r in records if "img_per_s" in r]
     sessions = [r for r in records if r.get("event") in ("start", "resume")]
     ends = [r for r in records if r.get("event") in ("stopped", "paused", "done")]
@@ -151,10 +155,8 @@ def hair_range(result: dict) -> str:
     return f"{low:.1f} %" if low == high else f"{low:.1f}–{high:.1f} %"
 
 
-def wall_time_at(metrics_path: Path, step: int) -> float:
+def wall_time_at(records: list[dict], step: int) -> float:
     """Training wall time (s) of a run's last logged iteration at or before ``step``."""
-    with open(metrics_path) as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
     return max((r for r in records if "wall_s" in r and r["step"] <= step), key=lambda r: r["step"])["wall_s"]
 
 
@@ -170,8 +172,9 @@ def official_section(folder: Path, official_run: Path, result: dict, run: dict) 
     if official["stargan"]["sha256"] == result["stargan"]["sha256"]:
         return []
     table = (folder / "stargan_eval.md").read_text().strip().split("\n", 2)[2].split("\n\n", 1)[-1]
-    command = training_commands(training_summary(metrics), portable_run(official_run))[0]
-    hours = wall_time_at(metrics, OFFICIAL_ITERATIONS) / 3600
+    records = read_metrics(metrics)
+    command = training_commands(training_summary(records), portable_run(official_run))[0]
+    hours = wall_time_at(records, OFFICIAL_ITERATIONS) / 3600
     return ["## Ablation: the official loss alone", "",
             f"The same architecture, data and seed trained without the identity term (`{command}`), evaluated the "
             f"same way at iteration {OFFICIAL_ITERATIONS:,} ({hours:.2f} h; sha256 "
@@ -205,7 +208,7 @@ def write_card(args: argparse.Namespace) -> str:
     generator, info = load_stargan_generator(args.weights)
     config = generator.config
     params = sum(p.numel() for p in generator.parameters())
-    run = training_summary(args.run / "metrics.jsonl")
+    run = training_summary(read_metrics(args.run / "metrics.jsonl"))
     hyper = run["args"]
     result = json.loads((args.eval / "stargan_eval.json").read_text())
     report = (args.eval / "stargan_eval.md").read_text().strip().split("\n", 2)[2]  # without its title
