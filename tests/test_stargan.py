@@ -634,6 +634,11 @@ def test_an_oracle_translator_scores_perfectly_and_the_identity_scores_nothing(b
                                          "Blond_Hair")
     assert identity["success_rate"] == 0.0 and identity["side_effect_mean"] == 0.0 and identity["pixel_change"] == 0
     assert torch.equal(outputs, sources.images)
+    # Reconstruction G(x, c_src): the identity redraws nothing; the oracle "redraws" each face as its truth.
+    assert identity["reconstruction"]["side_effect_mean"] == 0.0
+    assert identity["reconstruction"]["psnr_to_source_db"] == pytest.approx(100.0)
+    assert oracle["reconstruction"]["flips"] == oracle["flips"]
+    assert oracle["reconstruction"]["psnr_to_source_db"] < 40
     with pytest.raises(InputError, match="cannot set Eyeglasses"):
         evaluate_stargan(_LookupTranslator(sources, sources.images), ATTRS, classifier, sources, "Eyeglasses")
 
