@@ -221,7 +221,9 @@ def write_card(args: argparse.Namespace) -> str:
     params = sum(p.numel() for p in generator.parameters())
     run = training_summary(read_metrics(args.run / "metrics.jsonl"))
     hyper = run["args"]
+    generator_updates = run["steps"] // hyper.get("n_critic", OFFICIAL_N_CRITIC)
     result = json.loads((args.eval / "stargan_eval.json").read_text())
+    redrawn = reconstruction_range(result)
     report = (args.eval / "stargan_eval.md").read_text().strip().split("\n", 2)[2]  # without its title
     met, goal_lines = hair_goal(result)
     args.docs.mkdir(parents=True, exist_ok=True)
@@ -255,7 +257,7 @@ def write_card(args: argparse.Namespace) -> str:
         f"convolutions (the paper's 6 need 128 px), seed {hyper.get('seed')}. Both learning rates are multiplied "
         "by `min(1, (iters - step) / decay_iters)`.", "",
         f"- Length: **{run['steps']} iterations** ({run['nimg'] / 1000:.0f} k images through the discriminator, "
-        f"{run['steps'] // hyper.get('n_critic', OFFICIAL_N_CRITIC):,} generator updates).",
+        f"{generator_updates:,} generator updates).",
         *schedule_lines(run),
         f"- Wall time: **{run['wall_s'] / 3600:.2f} h** in {run['sessions']} session(s) on a 2-core x86-64 CPU, no "
         f"GPU, torch 2.14, 2 threads; median {run['median_img_per_s']:.1f} img/s (other work shared the cores "
@@ -273,15 +275,15 @@ def write_card(args: argparse.Namespace) -> str:
         "![blond](../docs/stargan_toyfaces64_blond.png)", "",
         *official_section(args.official_eval, args.official_run, result, run), "## Limitations", "",
         f"- Half the official width (conv_dim 32) and "
-        f"{100 * (run['steps'] // hyper.get('n_critic', OFFICIAL_N_CRITIC)) / OFFICIAL_G_UPDATES:.0f} % of the "
+        f"{100 * generator_updates / OFFICIAL_G_UPDATES:.0f} % of the "
         f"official {OFFICIAL_G_UPDATES:,} generator updates (200,000 iterations at n_critic 5), to fit a CPU budget."
         + (f" `--n-critic {hyper.get('n_critic')}` updates the generator every {hyper.get('n_critic')} discriminator "
            "steps instead of every 5, which buys more generator updates per hour; a different balance than "
            "the paper's." if hyper.get("n_critic") != OFFICIAL_N_CRITIC else "")
         + " Translations are still grainy at 64 px, and the classifier reads the "
         "grain as fine attributes (lipstick, bangs, wavy hair, an open mouth: the worst side effects above)"
-        + (f"; asked to change nothing, the generator already flips {reconstruction_range(result)} of the other "
-           "attributes (the reconstruction column)" if reconstruction_range(result) else "") + ". "
+        + (f"; asked to change nothing, the generator already flips {redrawn} of the other "
+           "attributes (the reconstruction column)" if redrawn else "") + ". "
         f"The hair colour itself is right in {hair_range(result)} of cases.",
         *(["- The sessions with λ_id > 0 trained with an identity loss that StarGAN does not have: compare it "
            "with other StarGAN numbers as 'StarGAN + identity loss'. The ablation above is the official loss "

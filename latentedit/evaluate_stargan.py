@@ -25,8 +25,7 @@ import torch
 from latentedit import io as lio
 from latentedit.data import toyfaces
 from latentedit.errors import InputError
-from latentedit.evaluate_edit import (edit_record, flip_rates, iter_heldout_faces, psnr_per_image, render_faces,
-                                      side_effect_attributes)
+from latentedit.evaluate_edit import edit_record, iter_heldout_faces, psnr_per_image, render_faces
 
 #: Files written by :func:`evaluate_stargan_to_folder`.
 REPORT_JSON, REPORT_MARKDOWN = "stargan_eval.json", "stargan_eval.md"
@@ -140,12 +139,10 @@ def reconstruction_record(generator, classifier, sources: HeldoutSources, labels
     from latentedit.baselines.stargan_transfer import translate
     from latentedit.classifier import predict_attributes
 
-    names = list(classifier.attribute_names)
     outputs = translate(generator, sources.images, labels, batch_size=batch_size).clamp(-1, 1)
-    flips = flip_rates(sources.probs, predict_attributes(classifier, outputs).numpy(), names,
-                       side_effect_attributes(attribute, names))
-    return {"side_effect_mean": float(np.mean(list(flips.values()))) if flips else 0.0,
-            "flips": {name: round(rate, 6) for name, rate in flips.items()},
+    record = edit_record(outputs, predict_attributes(classifier, outputs).numpy(), sources.images, sources.probs,
+                         list(classifier.attribute_names), attribute)
+    return {"side_effect_mean": record["side_effect_mean"], "flips": record["flips"],
             "psnr_to_source_db": float(psnr_per_image(outputs, sources.images).mean())}
 
 
