@@ -505,6 +505,29 @@ def test_resolve_checkpoint(tmp_path, monkeypatch, converted_pt):
         resolve_checkpoint(tmp_path)
 
 
+@pytest.mark.parametrize("name", sorted(SHIPPED_MODELS))
+def test_shipped_generators_match_their_model_cards_and_draw_every_hair_colour(name):
+    """Each shipped name resolves to a generator of at most 10 MB whose sha256 is the one its model card states,
+    and whose samples the attribute classifier reads as faces with every hair colour represented."""
+    import re
+
+    from latentedit.classifier import load_classifier, predict_attributes
+    from latentedit.data.toyfaces import HAIR_COLOURS
+    from latentedit.evaluate_model import sample_images
+
+    path = resolve_checkpoint(name)
+    assert path.stat().st_size <= 10 * 2**20
+    card = path.with_suffix(".md").read_text()
+    assert re.search(r"sha256 `([0-9a-f]{64})`", card).group(1) == sha256_file(path)
+    generator = load_generator(name).generator
+    images = sample_images(generator, 64)
+    assert images.shape == (64, 3, 64, 64)
+    classifier = load_classifier()
+    frequencies = (predict_attributes(classifier, images) >= 0.5).float().mean(0)
+    hair = {colour: float(frequencies[classifier.attribute_names.index(colour)]) for colour in HAIR_COLOURS}
+    assert min(hair.values()) >= 0.05, hair
+
+
 def test_cli_info_and_convert(tmp_path, converted_pt, reference):
     runner = CliRunner()
     result = runner.invoke(cli, ["info", "--json", str(converted_pt)])
