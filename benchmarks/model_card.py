@@ -4,8 +4,8 @@ Inputs (all produced by committed commands):
 
 - the run folder of ``latentedit train stylegan2`` (``metrics.jsonl``: kimg, wall time, img/s, resumes,
   attribute-balance evaluations during training),
-- the shipped weights (``pretrained/toyfaces64.safetensors``: sha256, size, architecture),
-- the folder of ``latentedit evaluate model --ckpt toyfaces64 --n 5000 -o EVAL`` (``model_eval.json``,
+- the shipped weights (``pretrained/MODEL.safetensors``: sha256, size, architecture),
+- the folder of ``latentedit evaluate model --ckpt MODEL --n 5000 -o EVAL`` (``model_eval.json``,
   ``model_eval.md``).
 
     python benchmarks/model_card.py                          # toyfaces64, the default
@@ -21,6 +21,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Both models' `evaluate model` reports and `benchmarks/results/directions{,_gpu}/summary.md`: the comparison
+# spans two models' runs, so it is stated here rather than read from one run folder.
 GPU_MEASURES = ("`toyfaces64_gpu` is closer to the data than `toyfaces64` (FD-toy 210.4 against 318.9; attributes "
                 "3.1 points from the data's on average against 5.6) but edits worse: its blond SVM direction peaks "
                 "at 67 % success at strength 6 and then breaks hair into red and purple blobs, where `toyfaces64`'s "
