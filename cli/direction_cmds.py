@@ -241,22 +241,28 @@ def info_command(vector) -> None:
 @click.option("--strength", default="1", show_default=True,
               help="One strength (1.5), a sweep START:STOP:COUNT (-3:3:7 = linspace) or a list (0,1,2).")
 @click.option("--layers", default=None, help="W+ rows to edit, e.g. 0-5 (default: all).")
+@click.option("--to-distance", is_flag=True,
+              help="Read --strength as target signed distances to the SVM boundary recorded with the direction "
+                   "(InterFaceGAN editing: each latent moves as far as it needs); `direction svm` files only.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--invert-steps", type=click.IntRange(1, 1_000_000), default=None,
               help="Inversion steps when --latent is an image [default: invert's default, 1000].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the inversion's progress bar.")
-def apply_direction_command(vector, latent, strength, layers, out_dir, ckpt, invert_steps, device, progress) -> None:
+def apply_direction_command(vector, latent, strength, layers, to_distance, out_dir, ckpt, invert_steps, device,
+                            progress) -> None:
     """Add strength x direction to a latent's chosen W+ rows and render the result.
 
     A W direction is added to every chosen row; a W+ direction row by row. Writes
     <name>_s<strength>.npy (the edited W+) and .png per strength, sweep.png (one column per strength)
-    and manifest.json. A direction made with another generator (per its sidecar) gives a warning; one
-    whose shape does not fit the generator is an error.
+    and manifest.json. With --to-distance the files are <name>_d<distance>.* and each latent gets the
+    step that puts it at that distance from the direction's SVM boundary. A direction made with another
+    generator (per its sidecar) gives a warning; one whose shape does not fit the generator is an error.
 
     \b
     latentedit apply-direction --vec blond.npy --latent runs/inv/face.npy --strength -1:2:4 -o runs/edit
+    latentedit apply-direction --vec blond_svm.npy --latent face.npy --to-distance --strength 6 --layers 3-5 -o edit
     """
     from latentedit.directions import apply_to_folder, parse_strengths
     from latentedit.invert import InversionSettings
@@ -264,7 +270,8 @@ def apply_direction_command(vector, latent, strength, layers, out_dir, ckpt, inv
     strengths = parse_strengths(strength)
     generator, info = _load(ckpt, device)
     manifest = apply_to_folder(generator, vector, latent, out_dir, strengths, layers=layers, checkpoint_info=info,
-                               invert_settings=InversionSettings(steps=invert_steps), log=_warn, progress=progress)
+                               invert_settings=InversionSettings(steps=invert_steps), to_distance=to_distance,
+                               log=_warn, progress=progress)
     source = manifest["source"]
     if source.get("kind") == "image":
         click.echo(f"inverted {latent} (PSNR {source['inversion']['psnr_db']:.2f} dB, "

@@ -33,6 +33,9 @@ def evaluate_group() -> None:
 @click.option("--layers", default=None, help="W+ rows to edit, e.g. 0-5 (default: all).")
 @click.option("--normalize", is_flag=True,
               help="Rescale every direction to magnitude 1 (W norm / RMS row norm), so strengths are comparable.")
+@click.option("--to-distance", is_flag=True,
+              help="Read --strengths as target signed distances to each direction's SVM boundary (InterFaceGAN "
+                   "editing: each source moves as far as it needs); SVM directions only.")
 @click.option("--watch", default="Male", show_default=True,
               help="Comma-separated attributes whose flip rates get their own columns.")
 @click.option("--target-success", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
@@ -51,8 +54,8 @@ def evaluate_group() -> None:
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def edit_command(vectors, attribute, strengths, source, count, seed, start, layers, normalize, watch, target_success,
-                 invert_steps, invert_batch, keep, classifier_path, batch_size, out_dir, ckpt, device,
+def edit_command(vectors, attribute, strengths, source, count, seed, start, layers, normalize, to_distance, watch,
+                 target_success, invert_steps, invert_batch, keep, classifier_path, batch_size, out_dir, ckpt, device,
                  progress) -> None:
     """Score directions that should add ATTR: success rate, side-effect flips, pixel / LPIPS change, and for
     inverted held-out faces the PSNR to the ground-truth counterfactual, by strength.
@@ -78,12 +81,14 @@ def edit_command(vectors, attribute, strengths, source, count, seed, start, laye
         generator, classifier, list(vectors), attribute, strength_list, out_dir, source=source, n=count, seed=seed,
         start=start, layers=layers, normalize=normalize, invert_settings=InversionSettings(steps=invert_steps),
         invert_batch=invert_batch, checkpoint_info=info.to_dict(), classifier_info=classifier_info, watch=watch_list,
-        target_success=target_success, batch_size=batch_size, keep=keep, log=_warn, progress=progress)
+        target_success=target_success, batch_size=batch_size, keep=keep, to_distance=to_distance, log=_warn,
+        progress=progress)
+    unit = "distance" if to_distance else "strength"
     for name, entry in result["directions"].items():
         best = entry["summary"]["best"]
         worst = best["side_effect_max"]
         watched = ", ".join(f"{k} {100 * v:.1f} %" for k, v in best["watched"].items())
-        line = (f"{name}: best strength {best['strength']:g}: {100 * best['success_rate']:.1f} % {attribute}; "
+        line = (f"{name}: best {unit} {best['strength']:g}: {100 * best['success_rate']:.1f} % {attribute}; "
                 f"side effects mean {100 * best['side_effect_mean']:.1f} %, worst {worst['attribute']} "
                 f"{100 * worst['rate']:.1f} %" + (f"; {watched}" if watched else ""))
         if entry["summary"]["best_psnr"]:

@@ -2,7 +2,9 @@
 
 A *direction* is a float32 array, either W ``[w_dim]`` or W+ ``[num_ws, w_dim]``. Applying it
 (:func:`apply_direction`) adds ``strength * direction`` to the chosen W+ rows of a latent; a W direction
-is broadcast over the rows (every chosen row gets the same vector).
+is broadcast over the rows (every chosen row gets the same vector). An SVM direction also carries its
+hyperplane (:class:`Boundary`, in the sidecar), and :func:`apply_to_distance` moves each latent to a target
+signed distance from it, InterFaceGAN's way of editing, so each latent gets its own strength.
 
 Ways to make one:
 
@@ -272,14 +274,93 @@ def apply_direction(w_plus: torch.Tensor, direction, strength: float | Sequence[
     vector = torch.as_tensor(as_direction_array(direction)).to(device=w_plus.device, dtype=w_plus.dtype)
     check_direction_shape(vector, num_ws, w_dim)
     rows = parse_layers(layers, num_ws) if layers is not None else list(range(num_ws))
-    mask = torch.zeros(num_ws, 1, dtype=w_plus.dtype, device=w_plus.device)
-    mask[rows] = 1.0
-    step = mask * vector.expand(num_ws, w_dim)
-    if isinstance(strength, (int, float)) and not isinstance(strength, bool):
-        return torch.where(mask.bool(), w_plus + float(strength) * step, w_plus)
-    strengths = torch.as_tensor([float(s) for s in strength], dtype=w_plus.dtype, device=w_plus.device)
-    edited = w_plus[:, None] + strengths[None, :, None, None] * step
-    return torch.where(mask.bool(), edited, w_plus[:, None].expand_as(edited))
+    single = isinstance(strength, (int, float)) and not isinstance(strength, bool)
+    strengths = torch.as_tensor([float(strength)] if single else [float(s) for s in strength],
+                                dtype=w_plus.dtype, device=w_plus.device)
+    edited = _add_to_rows(w_plus, vector, strengths.expand(w_plus.shape[0], -1), rows)
+    return edited[:, 0] if single else edited
+
+
+def _add_to_rows(w_plus: torch.Tensor, vector: torch.Tensor, strengths: torch.Tensor, rows: Sequence[int]
+                 ) -> torch.Tensor:
+    """``w_plus [N, num_ws, w_dim] + strengths [N, S] * vector`` on ``rows`` -> ``[N, S, num_ws, w_dim]``; the
+    other rows are copied bit for bit."""
+    num_ws, w_dim = w_plus.shape[1:]
+    mask = torch.zeros(num_ws, 1, dtype=torch.bool, device=w_plus.device)
+    mask[list(rows)] = True
+    step = vector.expand(num_ws, w_dim)
+    edited = w_plus[:, None] + strengths[:, :, None, None] * step
+    return torch.where(mask, edited, w_plus[:, None].expand_as(edited))
+
+
+BOUNDARY_DEFINITION = "signed distance d(w) = normal . w + offset; positive where the attribute is present"
+
+
+@dataclasses.dataclass(frozen=True)
+class Boundary:
+    """An attribute's SVM hyperplane in W: unit ``normal`` ``[w_dim]`` and ``offset``, so that the signed
+    distance of ``w`` is ``normal · w + offset`` (positive on the attribute's side)."""
+
+    normal: np.ndarray
+    offset: float
+
+    def distance(self, w_plus: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Signed distance ``[N]`` of W+ latents ``[N, num_ws, w_dim]``: the mean over ``rows`` (None: all)."""
+        normal = torch.as_tensor(self.normal, dtype=w_plus.dtype, device=w_plus.device)
+        chosen = w_plus if rows is None else w_plus[:, list(rows)]
+        return (chosen @ normal).mean(1) + self.offset
+
+
+def boundary_of(direction: "Direction") -> Boundary:
+    """The SVM boundary recorded in a direction's sidecar (``report.boundary``, written by ``direction svm``).
+
+    InputError when there is none: only SVM directions have one, and only those made since it was recorded.
+    """
+    record = (direction.meta.get("report") or {}).get("boundary") if isinstance(direction.meta, dict) else None
+    try:
+        normal = np.asarray(record["normal"], np.float64)
+        offset = float(record["offset"])
+    except (TypeError, KeyError, ValueError):
+        raise InputError(f"direction {direction.path or direction.name} has no SVM boundary in its sidecar: target "
+                         "distances need a direction made by `latentedit direction svm` (remake it with this "
+                         "version if it predates them)") from None
+    if normal.ndim != 1 or not np.isfinite(normal).all() or not np.isfinite(offset):
+        raise InputError(f"direction {direction.path or direction.name}: its sidecar's SVM boundary is malformed")
+    return Boundary(normal=normal / np.linalg.norm(normal), offset=offset)
+
+
+def apply_to_distance(w_plus: torch.Tensor, direction, boundary: Boundary, distance: float | Sequence[float],
+                      layers: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """InterFaceGAN-style edit: move each latent along ``direction`` until its signed distance to ``boundary``
+    (the mean over the edited rows) is ``distance``.
+
+    Each latent ``i`` gets its own strength ``(distance - d_i) / (normal · v)``, where ``d_i`` is its distance
+    before the edit and ``v`` the direction (a W+ direction: the mean of its edited rows), so a face far
+    from the boundary moves further than one close to it. Shapes and row handling as in
+    :func:`apply_direction`; returns the edited latents and the strengths ``[N]`` (or ``[N, S]`` for a
+    sequence of ``S`` distances). InputError when the direction does not cross the boundary (``normal · v``
+    close to 0).
+    """
+    if w_plus.ndim != 3:
+        raise InputError(f"latents must be W+ [N, num_ws, w_dim], got {list(w_plus.shape)}")
+    num_ws, w_dim = w_plus.shape[1:]
+    vector = torch.as_tensor(as_direction_array(direction)).to(device=w_plus.device, dtype=w_plus.dtype)
+    check_direction_shape(vector, num_ws, w_dim)
+    if boundary.normal.shape != (w_dim,):
+        raise InputError(f"the SVM boundary has {boundary.normal.shape[0]} dimensions, the generator's W {w_dim}")
+    rows = parse_layers(layers, num_ws) if layers is not None else list(range(num_ws))
+    normal = torch.as_tensor(boundary.normal, dtype=w_plus.dtype, device=w_plus.device)
+    rate = float((vector.expand(num_ws, w_dim)[rows] @ normal).mean())
+    if abs(rate) < 1e-6:
+        raise InputError("the direction is (almost) parallel to the SVM boundary: moving along it does not change "
+                         "the distance, so no strength reaches a target distance")
+    before = boundary.distance(w_plus, rows)
+    single = isinstance(distance, (int, float)) and not isinstance(distance, bool)
+    targets = torch.as_tensor([float(distance)] if single else [float(d) for d in distance],
+                              dtype=w_plus.dtype, device=w_plus.device)
+    strengths = (targets[None, :] - before[:, None]) / rate
+    edited = _add_to_rows(w_plus, vector, strengths, rows)
+    return (edited[:, 0], strengths[:, 0]) if single else (edited, strengths)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -668,7 +749,8 @@ def sample_and_label(generator: Generator, classifier, n: int, seed: int = 0, *,
 def fit_attribute_normal(w: np.ndarray, labels: np.ndarray, *, C: float = 1.0, seed: int = 0,
                          validation_fraction: float = 0.2, name: str = "attribute") -> tuple[np.ndarray, dict]:
     """Fit a linear SVM separating ``labels`` (0/1 ``[n]``) in w ``[n, w_dim]``; return its unit normal ``[w_dim]``
-    (float64, pointing towards label 1) and ``{train_accuracy, validation_accuracy, positives, negatives}``.
+    (float64, pointing towards label 1) and ``{train_accuracy, validation_accuracy, positives, negatives,
+    boundary_offset}``: the SVM's signed distance of ``w`` to its plane is ``normal · w + boundary_offset``.
 
     scikit-learn ``LinearSVC(C, class_weight="balanced")`` on centred w; a random ``validation_fraction``
     (seeded) is held out for the reported accuracy (skipped when it would hold fewer than 10 samples).
@@ -701,7 +783,10 @@ def fit_attribute_normal(w: np.ndarray, labels: np.ndarray, *, C: float = 1.0, s
     norm = np.linalg.norm(normal)
     if not np.isfinite(norm) or norm == 0:
         raise InputError(f"{name}: the SVM found no separating direction (all weights zero)")
+    # decision(w) = coef . (w - centre) + intercept; divided by |coef| it is the signed distance to the plane.
+    offset = float(svm.intercept_[0]) / norm - float(normal @ centre) / norm
     info = {"positives": positives, "negatives": negatives, "train_samples": int(len(train)),
+            "boundary_offset": offset,
             "train_accuracy": round(float(svm.score(w[train] - centre, labels[train])), 4),
             "validation_samples": int(len(validation)),
             "validation_accuracy": (round(float(svm.score(w[validation] - centre, labels[validation])), 4)
@@ -738,13 +823,16 @@ def interfacegan_direction(samples: LabelledSamples, attribute: str, conditions:
 
     ``conditions``: other attributes whose SVM normals (fitted on the same samples) are projected out
     (:func:`condition_direction`). Returns the direction and a report: the primary fit, each condition's
-    fit, and the cosine between the primary normal and each condition normal before conditioning.
+    fit, the cosine between the primary normal and each condition normal before conditioning, and the
+    primary SVM's ``boundary`` (its unit normal and offset, for :func:`apply_to_distance`).
     """
     conditions = list(dict.fromkeys(conditions))
     if attribute in conditions:
         raise InputError(f"{attribute} cannot be conditioned on itself")
     normal, info = fit_attribute_normal(samples.w, samples.labels(attribute), C=C, seed=seed, name=attribute)
-    report = {"attribute": attribute, "fit": info, "conditions": {}}
+    report = {"attribute": attribute, "fit": info, "conditions": {},
+              "boundary": {"normal": [round(float(x), 8) for x in normal], "offset": info["boundary_offset"],
+                           "definition": BOUNDARY_DEFINITION}}
     condition_normals = []
     for other in conditions:
         other_normal, other_info = fit_attribute_normal(samples.w, samples.labels(other), C=C, seed=seed, name=other)
@@ -934,9 +1022,13 @@ def _read_noise_file(path: Path, generator: Generator) -> list[torch.Tensor] | N
 def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, latent_path: str | os.PathLike,
                     out_dir: str | os.PathLike, strengths: Sequence[float], *,
                     layers: str | Sequence[int] | None = None,
-                    checkpoint_info: Mapping | None = None, invert_settings=None,
+                    checkpoint_info: Mapping | None = None, invert_settings=None, to_distance: bool = False,
                     log: Callable[[str], None] | None = None, progress: bool = False) -> dict:
     """What ``latentedit apply-direction`` runs.
+
+    ``to_distance``: ``strengths`` are target signed distances to the SVM boundary in the direction's
+    sidecar (:func:`apply_to_distance`); files are then named ``<name>_d<distance>`` and the manifest
+    records each latent's step.
 
     ``latent_path``: a ``.npy`` latent (W ``[w_dim]``, W+ ``[num_ws, w_dim]`` or a batch ``[N, ...]``), or an
     image, which is first inverted (:func:`latentedit.invert.invert`, ``invert_settings``; default
@@ -958,6 +1050,7 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
     direction = load_direction(direction_path)
     for problem in direction_problems(direction, generator.num_ws, generator.w_dim, generator_sha):
         log(problem)
+    boundary = boundary_of(direction) if to_distance else None
     strengths = [float(s) for s in strengths]
     names_for = [format_strength(s) for s in strengths]
     if len(set(names_for)) != len(names_for):
@@ -991,14 +1084,19 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
                 log(f"{noise_path} does not fit this generator; rendering with its stored noise instead")
     count = w_plus.shape[0]
     latent_names = [stem] if count == 1 else [f"{stem}_{i:04d}" for i in range(count)]
-    edited = apply_direction(w_plus, direction.vector, strengths, rows)
+    steps = None
+    if boundary is None:
+        edited = apply_direction(w_plus, direction.vector, strengths, rows)
+    else:
+        edited, steps = apply_to_distance(w_plus, direction.vector, boundary, strengths, rows)
+    prefix = "s" if boundary is None else "d"
     images = render_latents(generator, edited.reshape(-1, generator.num_ws, generator.w_dim), noise=noise)
     pixels = lio.to_uint8(images).reshape(count, len(strengths), *images.shape[2:], 3)
     files = []
     edited_np = edited.numpy().astype(np.float32)
     for i, latent_name in enumerate(latent_names):
         for j, label in enumerate(names_for):
-            name = f"{latent_name}_s{label}"
+            name = f"{latent_name}_{prefix}{label}"
             lio.save_npy(out_dir / f"{name}.npy", edited_np[i, j])
             lio.save_png(out_dir / f"{name}.png", pixels[i, j])
             files += [f"{name}.npy", f"{name}.png"]
@@ -1013,10 +1111,17 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
                       "generator_sha256": recorded_generator_sha256(direction.meta)},
         "source": source,
         "strengths": strengths,
+        "mode": "strength" if boundary is None else "distance",
+        **({} if steps is None else {"distance_before": [round(float(d), 6) for d in
+                                                         boundary.distance(w_plus, rows)],
+                                     "steps": [[round(float(x), 6) for x in row] for row in steps]}),
         "layers": format_layers(rows),
         "noise": "from " + source["noise"] if "noise" in source else "const (the generator's stored maps)",
         "names": latent_names,
-        "definition": "edited = latent + strength * direction on the chosen W+ rows (W directions broadcast)",
+        "definition": ("edited = latent + strength * direction on the chosen W+ rows (W directions broadcast)"
+                       if boundary is None else
+                       "edited = latent + step * direction on the chosen W+ rows, step = (distance - distance_before) "
+                       "/ (normal . direction); distance = mean over the chosen rows of normal . w + offset"),
         "files": files + ["sweep.png", "manifest.json"],
         "sweep": {"file": "sweep.png", "rows": latent_names, "columns": strengths},
         "versions": lio.versions(),

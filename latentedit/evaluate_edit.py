@@ -52,9 +52,9 @@ import torch
 
 from latentedit import io as lio
 from latentedit.data import toyfaces
-from latentedit.directions import (apply_direction, as_direction_array, check_direction_shape, direction_magnitude,
-                                   direction_problems, format_layers, format_strength, load_direction, parse_layers,
-                                   render_latents)
+from latentedit.directions import (Boundary, apply_direction, apply_to_distance, as_direction_array, boundary_of,
+                                   check_direction_shape, direction_magnitude, direction_problems, format_layers,
+                                   format_strength, load_direction, parse_layers, render_latents)
 from latentedit.errors import InputError
 from latentedit.model.generator import Generator
 
@@ -298,8 +298,13 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
 @torch.no_grad()
 def evaluate_direction(generator: Generator, classifier, sources: EditSources, direction, attribute: str,
                        strengths: Sequence[float], *, layers: Sequence[int] | None = None, lpips_metric=None,
-                       batch_size: int = 64, keep: int = 8) -> tuple[list[dict], torch.Tensor]:
+                       batch_size: int = 64, keep: int = 8, boundary: Boundary | None = None
+                       ) -> tuple[list[dict], torch.Tensor]:
     """Measure one direction at every strength (see the module docstring for each metric).
+
+    With a ``boundary``, each "strength" is a target signed distance to that SVM boundary instead
+    (:func:`latentedit.directions.apply_to_distance`: every source gets its own step); the records then
+    also hold ``median_step``, the median absolute step along the direction.
 
     Returns the per-strength records and the renders of the first ``keep`` sources ``[keep, S, 3, size, size]``.
     """
@@ -316,7 +321,11 @@ def evaluate_direction(generator: Generator, classifier, sources: EditSources, d
                          for i in range(0, len(sources.ids), batch_size)]
     records, kept = [], []
     for strength in strengths:
-        edited = apply_direction(sources.w_plus, vector, float(strength), layers)
+        steps = None
+        if boundary is None:
+            edited = apply_direction(sources.w_plus, vector, float(strength), layers)
+        else:
+            edited, steps = apply_to_distance(sources.w_plus, vector, boundary, float(strength), layers)
         images = render_latents(generator, edited, batch_size)
         probs = predict_attributes(classifier, images, batch_size=batch_size).numpy()
         lpips_value = None
@@ -325,6 +334,7 @@ def evaluate_direction(generator: Generator, classifier, sources: EditSources, d
                          for i, features in zip(range(0, len(images), batch_size), lpips_targets)]
             lpips_value = float(torch.cat(distances).mean())
         records.append({"strength": float(strength),
+                        **({} if steps is None else {"median_step": float(steps.abs().median())}),
                         **edit_record(images, probs, sources.originals, sources.probs, names, attribute,
                                       truths=sources.truths, lpips=lpips_value)})
         kept.append(images[:keep])
@@ -387,8 +397,12 @@ def evaluate_directions(generator: Generator, classifier, sources: EditSources, 
                         attribute: str, strengths: Sequence[float], *, layers: Sequence[int] | None = None,
                         normalize: bool = False, lpips_metric=None, watch: Sequence[str] = DEFAULT_WATCH,
                         target_success: float = 0.8, batch_size: int = 64, keep: int = 8,
+                        boundaries: Mapping[str, Boundary] | None = None,
                         progress: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
     """Evaluate several named directions on the same sources.
+
+    ``boundaries``: when given (one per direction name), strengths are target distances to each direction's
+    SVM boundary (see :func:`evaluate_direction`); the result's ``mode`` says which.
 
     Returns the JSON-ready result (``attribute``, ``strengths``, ``side_effect_attributes``, ``directions``:
     per name ``{magnitude, scale, per_strength, summary}``) and per name the kept renders
@@ -406,7 +420,10 @@ def evaluate_directions(generator: Generator, classifier, sources: EditSources, 
     # e.g. the default watch of Male is dropped when Male is the attribute being added.
     side_effects = side_effect_attributes(attribute, classifier.attribute_names)
     watch = [name for name in watch if name in side_effects]
+    if boundaries is not None and set(boundaries) != set(directions):
+        raise InputError("target distances need an SVM boundary for every direction")
     result = {"attribute": attribute, "strengths": [float(s) for s in strengths], "normalize": normalize,
+              "mode": "strength" if boundaries is None else "distance",
               "layers": format_layers(rows) if rows is not None else "all",
               "side_effect_attributes": side_effects,
               "watch": list(watch), "directions": {}}
@@ -422,7 +439,8 @@ def evaluate_directions(generator: Generator, classifier, sources: EditSources, 
                 raise InputError(f"direction {name} is zero on the edited rows; it cannot be normalised")
             scale = 1.0 / magnitude
         records, images = evaluate_direction(generator, classifier, sources, vector * scale, attribute, strengths,
-                                             layers=rows, lpips_metric=lpips_metric, batch_size=batch_size, keep=keep)
+                                             layers=rows, lpips_metric=lpips_metric, batch_size=batch_size, keep=keep,
+                                             boundary=None if boundaries is None else boundaries[name])
         result["directions"][name] = {"magnitude": magnitude, "scale": scale, "per_strength": records,
                                       "summary": summarise(records, target_success, watch)}
         kept[name] = images
@@ -458,6 +476,10 @@ def format_markdown(result: dict) -> str:
                      + f"; strengths {', '.join(format_strength(s) for s in result['strengths'])}"
                      + (" (directions normalised to magnitude 1)" if result.get("normalize") else "")
                      + f"; layers {result.get('layers', 'all')}.")
+    if result.get("mode") == "distance":
+        lines.append("Each strength is a target signed distance to the direction's SVM boundary: every source is "
+                     "moved along the direction until the mean of its edited rows is that far on the attribute's "
+                     "side (InterFaceGAN's editing), so sources far from the boundary move further.")
     if inverted and "baseline" in sources.get("details", {}):
         base = sources["details"]["baseline"]
         dropped = sources["details"].get("dropped_reconstructions_labelled_present", [])
@@ -611,9 +633,11 @@ def evaluate_edit_to_folder(generator: Generator, classifier, vec_paths: Sequenc
                             normalize: bool = False, invert_settings=None, invert_batch: int = 8,
                             checkpoint_info: Mapping | None = None, classifier_info: Mapping | None = None,
                             watch: Sequence[str] = DEFAULT_WATCH, target_success: float = 0.8, batch_size: int = 64,
-                            keep: int = 8, cache_dir: str | os.PathLike | None = None,
+                            keep: int = 8, cache_dir: str | os.PathLike | None = None, to_distance: bool = False,
                             log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
     """What ``latentedit evaluate edit`` runs: load the directions, build the sources, evaluate, write the report.
+
+    ``to_distance``: the strengths are target distances to each direction's SVM boundary (from its sidecar).
 
     ``cache_dir`` (inverted sources): where inversions are kept between runs (default ``out_dir/inversions``).
     Returns the result (also written as ``edit_eval.json``).
@@ -630,9 +654,11 @@ def evaluate_edit_to_folder(generator: Generator, classifier, vec_paths: Sequenc
         raise InputError(f"target success must be in (0, 1], got {target_success}")
     checkpoint_info = dict(checkpoint_info or {})
     out_dir = Path(out_dir)
-    directions, direction_info = {}, {}
+    directions, direction_info, boundaries = {}, {}, {}
     for name, path in direction_names(vec_paths):
         direction = load_direction(path)
+        if to_distance:
+            boundaries[name] = boundary_of(direction)
         for problem in direction_problems(direction, generator.num_ws, generator.w_dim, checkpoint_info.get("sha256")):
             log(problem)
         directions[name] = direction.vector
@@ -662,7 +688,7 @@ def evaluate_edit_to_folder(generator: Generator, classifier, vec_paths: Sequenc
     result, kept = evaluate_directions(generator, classifier, sources, directions, attribute, strengths,
                                        layers=layers, normalize=normalize, lpips_metric=lpips_metric, watch=watch,
                                        target_success=target_success, batch_size=batch_size, keep=keep,
-                                       progress=progress)
+                                       boundaries=boundaries if to_distance else None, progress=progress)
     for name, info in direction_info.items():
         result["directions"][name]["file"] = info
     result = {"command": "evaluate edit", **result,

@@ -227,6 +227,9 @@ def test_linear_svm_recovers_a_separating_plane():
     found, info = dirs.fit_attribute_normal(w, labels, seed=0)
     assert found @ normal > 0.95
     assert info["validation_accuracy"] > 0.9 and info["positives"] + info["negatives"] == 600
+    # the recorded offset puts the plane where the labels change: its sign classifies the samples
+    distance = w @ found + info["boundary_offset"]
+    assert ((distance > 0) == labels.astype(bool)).mean() > 0.95
     with pytest.raises(InputError, match="needs both classes"):
         dirs.fit_attribute_normal(w, np.zeros(600), name="Bald")
 
@@ -281,6 +284,8 @@ def test_svm_direction_moves_samples_towards_the_attribute(generator, classifier
     assert vector.shape == (24,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
     assert meta["method"] == "interfacegan-svm" and meta["params"]["condition"] == ["Male"]
     assert meta["generator_sha256"] == "d" * 64 and meta["report"]["fit"]["validation_accuracy"] > 0.6
+    boundary = dirs.boundary_of(dirs.load_direction(tmp_path / "blond.npy"))
+    assert boundary.offset == meta["report"]["fit"]["boundary_offset"] and boundary.normal.shape == (24,)
     w = generator.broadcast_w(generator.mapping(torch.randn(64, 24, generator=torch.Generator().manual_seed(9))))
     from latentedit.classifier import predict_attributes
 
@@ -289,6 +294,42 @@ def test_svm_direction_moves_samples_towards_the_attribute(generator, classifier
     edited = dirs.render_latents(generator, dirs.apply_direction(w, vector, 3.0))
     after = predict_attributes(classifier, edited)[:, column]
     assert (after >= 0.5).float().mean() > (before >= 0.5).float().mean() + 0.3
+
+
+def test_apply_to_distance_puts_every_latent_at_the_target_distance():
+    rng = np.random.default_rng(4)
+    w_plus = torch.from_numpy(rng.normal(size=(5, 6, 8))).double()
+    normal = rng.normal(size=8)
+    boundary = dirs.Boundary(normal=normal / np.linalg.norm(normal), offset=0.7)
+    vector = rng.normal(size=8) + 2 * boundary.normal  # crosses the plane, not along its normal
+    edited, steps = dirs.apply_to_distance(w_plus, vector, boundary, [-1.0, 3.0], layers=[1, 2, 3])
+    assert edited.shape == (5, 2, 6, 8) and steps.shape == (5, 2)
+    for k, target in enumerate([-1.0, 3.0]):
+        np.testing.assert_allclose(boundary.distance(edited[:, k], [1, 2, 3]).numpy(), target, atol=1e-9)
+        assert torch.equal(edited[:, k, [0, 4, 5]], w_plus[:, [0, 4, 5]])
+        # the edit is an ordinary strength edit, with one strength per latent
+        for i in range(5):
+            expected = dirs.apply_direction(w_plus[i:i + 1], vector, float(steps[i, k]), [1, 2, 3])
+            torch.testing.assert_close(edited[i:i + 1, k], expected)
+    # latents at different distances get different steps; a W+ direction works row by row
+    assert steps[:, 1].std() > 0
+    rows = torch.from_numpy(rng.normal(size=(6, 8)))
+    single, _ = dirs.apply_to_distance(w_plus, rows, boundary, 2.0)
+    np.testing.assert_allclose(boundary.distance(single).numpy(), 2.0, atol=1e-9)
+    orthogonal = rng.normal(size=8)
+    orthogonal -= (orthogonal @ boundary.normal) * boundary.normal
+    with pytest.raises(InputError, match="parallel to the SVM boundary"):
+        dirs.apply_to_distance(w_plus, orthogonal, boundary, 1.0)
+
+
+def test_only_svm_directions_carry_a_boundary(tmp_path):
+    dirs.save_direction(tmp_path / "v.npy", np.ones(8, np.float32), method="test")
+    with pytest.raises(InputError, match="no SVM boundary"):
+        dirs.boundary_of(dirs.load_direction(tmp_path / "v.npy"))
+    dirs.save_direction(tmp_path / "s.npy", np.ones(8, np.float32), method="interfacegan-svm",
+                        extra={"report": {"boundary": {"normal": [2.0] + [0.0] * 7, "offset": -1.5}}})
+    boundary = dirs.boundary_of(dirs.load_direction(tmp_path / "s.npy"))
+    assert boundary.offset == -1.5 and boundary.normal[0] == 1.0  # normalised
 
 
 # --------------------------------------------------------------------------------------------------
@@ -441,6 +482,29 @@ def test_apply_direction_command_writes_the_sweep(ckpt, generator, tmp_path):
     assert np.abs(np.asarray(Image.open(out / "seed0003_s1.png")).astype(int)
                   - to_uint8(expected)[0].astype(int)).max() <= 1
     assert Image.open(out / "sweep.png").size == (3 * 34 + 2, 34 + 2)
+
+
+def test_apply_direction_to_a_target_distance(ckpt, generator, classifier, tmp_path):
+    run_cli("generate", "--ckpt", ckpt, "--seeds", "3-4", "-o", tmp_path / "gen")
+    latents = np.stack([np.load(tmp_path / "gen" / f"seed000{seed}.npy") for seed in (3, 4)])
+    np.save(tmp_path / "two.npy", latents)
+    dirs.svm_to_file(generator, classifier, "Blond_Hair", tmp_path / "blond.npy", n=200, seed=0, progress=False)
+    result = run_cli("apply-direction", "--ckpt", ckpt, "--vec", tmp_path / "blond.npy", "--latent",
+                     tmp_path / "two.npy", "--to-distance", "--strength", "0,2", "--layers", "2-4",
+                     "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["mode"] == "distance" and len(manifest["steps"]) == 2 and len(manifest["distance_before"]) == 2
+    boundary = dirs.boundary_of(dirs.load_direction(tmp_path / "blond.npy"))
+    for i in range(2):
+        edited = torch.from_numpy(np.load(tmp_path / "out" / f"two_{i:04d}_d2.npy"))[None].double()
+        assert float(boundary.distance(edited, [2, 3, 4])) == pytest.approx(2.0, abs=1e-4)
+        assert (tmp_path / "out" / f"two_{i:04d}_d0.png").is_file()
+    # a direction without a boundary is a one-line error
+    dirs.save_direction(tmp_path / "plain.npy", np.ones(24, np.float32), method="test")
+    result = run_cli("apply-direction", "--ckpt", ckpt, "--vec", tmp_path / "plain.npy", "--latent",
+                     tmp_path / "two.npy", "--to-distance", "-o", tmp_path / "bad")
+    assert result.exit_code == 2 and "no SVM boundary" in result.output and "Traceback" not in result.output
 
 
 def test_apply_direction_warns_for_another_generator_and_rejects_wrong_shapes(ckpt, tmp_path):

@@ -153,6 +153,23 @@ def test_normalize_makes_strength_a_distance(generator, classifier, svm_directio
         plain["directions"]["v"]["per_strength"][0]["pixel_change"], rel=1e-4)
 
 
+def test_target_distances_move_each_source_as_far_as_it_needs(generator, classifier, tmp_path):
+    samples = dirs.sample_and_label(generator, classifier, 200, seed=0)
+    vector, report = dirs.interfacegan_direction(samples, "Blond_Hair")
+    boundary = dirs.Boundary(np.asarray(report["boundary"]["normal"]), report["boundary"]["offset"])
+    sources = ev.generated_sources(generator, classifier, "Blond_Hair", 12, seed=3)
+    result, _ = ev.evaluate_directions(generator, classifier, sources, {"svm": vector}, "Blond_Hair", [1.0, 3.0],
+                                       boundaries={"svm": boundary})
+    records = result["directions"]["svm"]["per_strength"]
+    assert result["mode"] == "distance" and records[1]["median_step"] > records[0]["median_step"] > 0
+    assert records[1]["success_rate"] >= records[0]["success_rate"]
+    with pytest.raises(InputError, match="every direction"):
+        ev.evaluate_directions(generator, classifier, sources, {"svm": vector, "other": vector}, "Blond_Hair",
+                               [1.0], boundaries={"svm": boundary})
+    result["sources"] = {"kind": "generated", "count": 12, "ids": sources.ids, "details": sources.details}
+    assert "target signed distance" in ev.format_markdown(result)
+
+
 def test_inverted_sources_compare_with_the_counterfactual_and_cache_inversions(generator, tmp_path):
     thresholds = median_thresholds(generator)
     thresholds[BLOND] = 5.0  # nothing is ever labelled blond: every reconstruction qualifies
