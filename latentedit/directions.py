@@ -324,7 +324,7 @@ def boundary_of(direction: "Direction") -> Boundary:
         raise InputError(f"direction {direction.path or direction.name} has no SVM boundary in its sidecar: target "
                          "distances need a direction made by `latentedit direction svm` (remake it with this "
                          "version if it predates them)") from None
-    if normal.ndim != 1 or not np.isfinite(normal).all() or not np.isfinite(offset):
+    if normal.ndim != 1 or not np.isfinite(normal).all() or not np.isfinite(offset) or not np.any(normal):
         raise InputError(f"direction {direction.path or direction.name}: its sidecar's SVM boundary is malformed")
     return Boundary(normal=normal / np.linalg.norm(normal), offset=offset)
 

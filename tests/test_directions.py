@@ -330,6 +330,10 @@ def test_only_svm_directions_carry_a_boundary(tmp_path):
                         extra={"report": {"boundary": {"normal": [2.0] + [0.0] * 7, "offset": -1.5}}})
     boundary = dirs.boundary_of(dirs.load_direction(tmp_path / "s.npy"))
     assert boundary.offset == -1.5 and boundary.normal[0] == 1.0  # normalised
+    dirs.save_direction(tmp_path / "z.npy", np.ones(8, np.float32), method="interfacegan-svm",
+                        extra={"report": {"boundary": {"normal": [0.0] * 8, "offset": 1.0}}})
+    with pytest.raises(InputError, match="malformed"):
+        dirs.boundary_of(dirs.load_direction(tmp_path / "z.npy"))
 
 
 # --------------------------------------------------------------------------------------------------
