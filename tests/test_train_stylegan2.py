@@ -385,3 +385,18 @@ def test_a_batch_lost_to_a_stop_signal_stops_training_instead_of_failing():
         common.next_unless_stopped(broken(), stop)
     stop.signal_number = signal.SIGTERM
     assert common.next_unless_stopped(broken(), stop) is None
+
+
+def test_train_speed_benchmark_times_the_trainers_own_steps(tmp_path):
+    """benchmarks/train_speed.py drives the private trainer; this keeps it working when the trainer changes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_speed", REPO_ROOT / "benchmarks" / "train_speed.py")
+    train_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_speed)
+    rows = train_speed.main(["--device", "cpu", "--batches", "4", "--steps", "2", "--warmup", "1",
+                             "--data-batches", "2", "--size", "16", "--workers", "0", "--json", str(tmp_path / "s.json")])
+    (row,) = rows
+    assert row["batch"] == 4 and row["compute_img_per_s"] > 0 and row["data_img_per_s"] > 0
+    assert row["bound_img_per_s"] == min(row["compute_img_per_s"], row["data_img_per_s"])
+    assert json.loads((tmp_path / "s.json").read_text())["rows"][0]["limited_by"] == row["limited_by"]
