@@ -2,6 +2,7 @@
 SeFa, GANSpace, and the ``direction`` / ``apply-direction`` commands."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 from pathlib import Path
@@ -336,6 +337,32 @@ def test_only_svm_directions_carry_a_boundary(tmp_path):
         dirs.boundary_of(dirs.load_direction(tmp_path / "z.npy"))
 
 
+def test_a_learned_direction_adds_the_attribute_and_keeps_the_one_it_is_told_to(generator, classifier, tmp_path):
+    """With the known rule of the stand-in classifier (Blond_Hair reads the red channel, Male the green one),
+    weighting Male in the loss must leave Male flips lower than learning without it, at full success."""
+    from latentedit.direction_learning import LearnSettings, learn_direction, learn_to_file
+
+    settings = LearnSettings(strength=3.0, steps=40, batch_size=16, lr=0.1, pool=200, other_weight=0.0)
+    kept, report = learn_direction(generator, classifier, "Blond_Hair", ["Male"], [0, 1, 2, 3],
+                                   dataclasses.replace(settings, keep_weight=20.0))
+    free, free_report = learn_direction(generator, classifier, "Blond_Hair", ["Male"], [0, 1, 2, 3],
+                                        dataclasses.replace(settings, keep_weight=0.0))
+    assert kept.shape == (generator.num_ws, 24) and not kept[4:].any()
+    np.testing.assert_allclose(np.linalg.norm(kept[:4], axis=1), 1.0, atol=1e-5)
+    after, free_after = report["guide_on_pool"]["after"], free_report["guide_on_pool"]["after"]
+    before = report["guide_on_pool"]["before"]  # the class-mean difference both start from
+    assert after["success_rate"] >= before["success_rate"] + 0.4 and free_after["success_rate"] >= 0.95
+    assert after["flips_Male"] <= 0.05 < 0.1 < free_after["flips_Male"]
+    meta = learn_to_file(generator, classifier, "Blond_Hair", tmp_path / "learned.npy", keep=["Male"],
+                         layers="0-3", settings=dataclasses.replace(settings, steps=2),
+                         guide_info={"sha256": "g" * 64}, progress=False)
+    assert meta["method"] == "guided" and meta["params"]["layers"] == "0-3" and meta["params"]["guide"]["sha256"]
+    with pytest.raises(InputError, match="both added and kept"):
+        learn_direction(generator, classifier, "Male", ["Male"], None, settings)
+    with pytest.raises(InputError, match=r"\.npy"):
+        learn_to_file(generator, classifier, "Blond_Hair", tmp_path / "learned.txt", settings=settings)
+
+
 # --------------------------------------------------------------------------------------------------
 # SeFa and GANSpace
 
@@ -551,3 +578,10 @@ def test_sefa_and_svm_commands(ckpt, tmp_path):
     assert (tmp_path / "sefa" / "sefa_01.npy").is_file() and (tmp_path / "sefa" / "overview.png").is_file()
     result = run_cli("direction", "svm", "--ckpt", ckpt, "--attr", "Nope", "--n", "10", "-o", tmp_path / "x.npy")
     assert result.exit_code == 2 and "unknown attribute 'Nope'" in result.output
+    result = run_cli("direction", "learn", "--ckpt", ckpt, "--attr", "Blond_Hair", "--keep", "Nope", "--steps", "1",
+                     "-o", tmp_path / "y.npy")
+    assert result.exit_code == 2 and "unknown attribute 'Nope'" in result.output and "Traceback" not in result.output
+    result = run_cli("direction", "learn", "--ckpt", ckpt, "--attr", "Smiling", "--layers", "0-3", "--steps", "2",
+                     "--pool", "128", "--batch-size", "8", "--no-progress", "-o", tmp_path / "smile.npy")
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "smile.npy").shape == (8, 24) and "Smiling" in result.output
