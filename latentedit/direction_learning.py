@@ -18,7 +18,10 @@ attribute (:func:`latentedit.evaluate_edit.side_effect_attributes`: for a hair c
 colours are not kept, since they must change). ``v`` is normalised in the forward pass, so the strength
 is a fixed distance in W, and it starts from the difference of the guide-labelled class means of mapped
 w (guide-only, so nothing of the measuring classifier enters when a different guide is used). Adam on
-``v``; the generator and the guide are frozen. The result is saved as a W+ direction that is zero
+``v``; the generator and the guide are frozen. Each step the edited images are translated by up to
+``shift`` pixels (one random offset per step, reflect padding) before the guide sees them: without it the
+direction learns where this particular guide looks, and another classifier agrees less (numbers in the
+README's Directions section). The result is saved as a W+ direction that is zero
 outside the chosen rows, so applying the file touches only those rows.
 
 The guide should not be the classifier that evaluates the edit: a direction optimised against one
@@ -38,6 +41,11 @@ from latentedit.errors import InputError
 from latentedit.model.generator import Generator
 
 
+#: Added to the seed of the learning pool's z: `evaluate edit` draws its generated sources from
+#: ``torch.Generator().manual_seed(seed)``, and a direction must not be scored on the latents it learned from.
+POOL_SEED_OFFSET = 1_000_003
+
+
 @dataclasses.dataclass(frozen=True)
 class LearnSettings:
     """How a direction is learned (see the module docstring)."""
@@ -50,6 +58,7 @@ class LearnSettings:
     other_weight: float = 1.0
     pool: int = 1000
     seed: int = 0
+    shift: int = 4
 
     def validated(self) -> "LearnSettings":
         if not (self.strength > 0 and math.isfinite(self.strength)):
@@ -61,6 +70,8 @@ class LearnSettings:
             raise InputError(f"lr must be positive, got {self.lr}")
         if self.keep_weight < 0 or self.other_weight < 0:
             raise InputError("keep and other weights must be >= 0")
+        if self.shift < 0:
+            raise InputError(f"shift must be >= 0 pixels, got {self.shift}")
         return self
 
 
@@ -104,7 +115,8 @@ def learn_direction(generator: Generator, guide, attribute: str, keep: Sequence[
     guide = guide.eval().requires_grad_(False)
 
     # The pool: mapped w of seeded z, labelled by the guide; the sources are those lacking the attribute.
-    rng = torch.Generator().manual_seed(settings.seed)
+    # Its z stream is offset so that it never holds the sources `evaluate edit --seed N` draws.
+    rng = torch.Generator().manual_seed(POOL_SEED_OFFSET + settings.seed)
     with torch.no_grad():
         w = torch.cat([generator.mapping(torch.randn(min(256, settings.pool - start), generator.w_dim,
                                                      generator=rng).to(device))
@@ -122,9 +134,16 @@ def learn_direction(generator: Generator, guide, attribute: str, keep: Sequence[
     mask = torch.zeros(generator.num_ws, 1, device=device)
     mask[rows] = 1.0
 
-    def edited_logits(index: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    def edited_logits(index: torch.Tensor, unit: torch.Tensor, shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
         w_plus = generator.broadcast_w(w[index])
-        return _guide_logits(guide, generator.synthesis(w_plus + settings.strength * mask * unit, "const"))
+        images = generator.synthesis(w_plus + settings.strength * mask * unit, "const")
+        if shift != (0, 0):
+            # A random translation per step, so that the direction cannot rely on where the guide looks.
+            pad = settings.shift
+            images = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+            size = generator.size
+            images = images[..., pad + shift[0]:pad + shift[0] + size, pad + shift[1]:pad + shift[1] + size]
+        return _guide_logits(guide, images)
 
     def pool_rates(unit: torch.Tensor) -> dict:
         with torch.no_grad():
@@ -143,7 +162,8 @@ def learn_direction(generator: Generator, guide, attribute: str, keep: Sequence[
     for step in tqdm(range(settings.steps), desc=f"learn {attribute}", unit="step", disable=not progress):
         index = sources[torch.from_numpy(draw.choice(len(sources), min(settings.batch_size, len(sources)),
                                                      replace=False))]
-        logits = edited_logits(index, vector / vector.norm())
+        shift = tuple(int(x) for x in draw.integers(-settings.shift, settings.shift + 1, 2)) if settings.shift else (0, 0)
+        logits = edited_logits(index, vector / vector.norm(), shift)
         loss = F.binary_cross_entropy_with_logits(logits[:, target], torch.ones_like(logits[:, target]))
         if keep_columns and settings.keep_weight > 0:
             loss = loss + settings.keep_weight * F.binary_cross_entropy_with_logits(

@@ -342,7 +342,7 @@ def test_a_learned_direction_adds_the_attribute_and_keeps_the_one_it_is_told_to(
     weighting Male in the loss must leave Male flips lower than learning without it, at full success."""
     from latentedit.direction_learning import LearnSettings, learn_direction, learn_to_file
 
-    settings = LearnSettings(strength=3.0, steps=40, batch_size=16, lr=0.1, pool=200, other_weight=0.0)
+    settings = LearnSettings(strength=3.0, steps=40, batch_size=16, lr=0.1, pool=200, other_weight=0.0, shift=0)
     kept, report = learn_direction(generator, classifier, "Blond_Hair", ["Male"], [0, 1, 2, 3],
                                    dataclasses.replace(settings, keep_weight=20.0))
     free, free_report = learn_direction(generator, classifier, "Blond_Hair", ["Male"], [0, 1, 2, 3],
@@ -354,7 +354,7 @@ def test_a_learned_direction_adds_the_attribute_and_keeps_the_one_it_is_told_to(
     assert after["success_rate"] >= before["success_rate"] + 0.4 and free_after["success_rate"] >= 0.95
     assert after["flips_Male"] <= 0.05 < 0.1 < free_after["flips_Male"]
     meta = learn_to_file(generator, classifier, "Blond_Hair", tmp_path / "learned.npy", keep=["Male"],
-                         layers="0-3", settings=dataclasses.replace(settings, steps=2),
+                         layers="0-3", settings=dataclasses.replace(settings, steps=2, shift=2),
                          guide_info={"sha256": "g" * 64}, progress=False)
     assert meta["method"] == "guided" and meta["params"]["layers"] == "0-3" and meta["params"]["guide"]["sha256"]
     with pytest.raises(InputError, match="both added and kept"):
