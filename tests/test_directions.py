@@ -585,3 +585,19 @@ def test_sefa_and_svm_commands(ckpt, tmp_path):
                      "--pool", "128", "--batch-size", "8", "--no-progress", "-o", tmp_path / "smile.npy")
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "smile.npy").shape == (8, 24) and "Smiling" in result.output
+
+
+def test_the_shipped_learned_blond_direction_turns_held_out_samples_blond():
+    """examples/blond_learned.npy is made for the shipped generator and does what the README says of it."""
+    from latentedit.checkpoints import load_generator
+    from latentedit.evaluate_edit import evaluate_direction, generated_sources
+
+    repo = Path(__file__).resolve().parents[1]
+    direction = dirs.load_direction(repo / "examples" / "blond_learned.npy")
+    generator, info = load_generator("toyfaces64")
+    assert direction.meta["method"] == "guided" and direction.meta["generator_sha256"] == info.sha256
+    assert not direction.vector[[0, 1, 2, 6, 7, 8, 9]].any()
+    classifier, _ = dirs.load_attribute_classifier()
+    sources = generated_sources(generator, classifier, "Blond_Hair", 40, seed=5)
+    (record,), _ = evaluate_direction(generator, classifier, sources, direction.vector, "Blond_Hair", [12.0])
+    assert record["success_rate"] >= 0.7 and record["flips"]["Male"] <= 0.1
