@@ -17,7 +17,6 @@ how the compute side scales with the batch. Prints a markdown table and writes J
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -62,10 +61,7 @@ def measure(args: argparse.Namespace, batch: int, run_dir: Path) -> dict:
     context = common.init_distributed(config.device)
     try:
         config.validate(context.world_size)
-        if context.device.type == "cpu":
-            common.configure_cpu_threads(context)
-        else:
-            torch.backends.cudnn.benchmark = True
+        common.configure_device(context)
         trainer = _Trainer(config, run_dir, context, None, None, 0.0, False)
         device = trainer.device
         real = torch.randn(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(device)

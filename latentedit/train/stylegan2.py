@@ -705,10 +705,7 @@ def train_stylegan2(config: StyleGAN2TrainConfig, run_dir: str | os.PathLike,
     context = common.init_distributed(config.device)
     try:
         config.validate(context.world_size)
-        if context.device.type == "cpu":
-            common.configure_cpu_threads(context)
-        else:
-            torch.backends.cudnn.benchmark = True
+        common.configure_device(context)
         checkpoint_path = find_resume_checkpoint(run_dir, resume_from)
         checkpoint = read_training_checkpoint(checkpoint_path) if checkpoint_path is not None else None
         if checkpoint is not None:
