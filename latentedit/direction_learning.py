@@ -20,8 +20,7 @@ is a fixed distance in W, and it starts from the difference of the guide-labelle
 w (guide-only, so nothing of the measuring classifier enters when a different guide is used). Adam on
 ``v``; the generator and the guide are frozen. Each step the edited images are translated by up to
 ``shift`` pixels (one random offset per step, reflect padding) before the guide sees them: without it the
-direction learns where this particular guide looks, and another classifier agrees less (numbers in the
-README's Directions section). The result is saved as a W+ direction that is zero
+direction can learn where this particular guide looks, which another classifier need not share. The result is saved as a W+ direction that is zero
 outside the chosen rows, so applying the file touches only those rows.
 
 The guide should not be the classifier that evaluates the edit: a direction optimised against one

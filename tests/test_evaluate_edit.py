@@ -230,6 +230,19 @@ def test_evaluate_edit_command(generator, tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", "edit", "--ckpt", str(ckpt), "--vec", str(tmp_path / "v.npy"),
                                       "--attr", "Blonde", "-o", str(tmp_path / "eval2")])
     assert result.exit_code == 2 and result.output.startswith("error: unknown attribute 'Blonde'")
+    # --to-distance: strengths become target distances to the boundary in the direction's sidecar
+    result = CliRunner().invoke(cli, ["evaluate", "edit", "--ckpt", str(ckpt), "--vec", str(tmp_path / "v.npy"),
+                                      "--attr", "Blond_Hair", "--to-distance", "--n", "4", "-o", str(tmp_path / "e3")])
+    assert result.exit_code == 2 and "no SVM boundary" in result.output and "Traceback" not in result.output
+    dirs.save_direction(tmp_path / "s.npy", np.ones(24, np.float32), method="interfacegan-svm",
+                        extra={"report": {"boundary": {"normal": [1.0] * 24, "offset": 0.5}}})
+    result = CliRunner().invoke(cli, ["evaluate", "edit", "--ckpt", str(ckpt), "--vec", str(tmp_path / "s.npy"),
+                                      "--attr", "Blond_Hair", "--to-distance", "--strengths", "0,2", "--n", "4",
+                                      "--no-progress", "-o", str(tmp_path / "e4")])
+    assert result.exit_code == 0, result.output
+    assert "s: best distance" in result.output
+    stored = json.loads((tmp_path / "e4" / "edit_eval.json").read_text())
+    assert stored["mode"] == "distance" and all("median_step" in r for r in stored["directions"]["s"]["per_strength"])
 
 
 def test_adding_the_watched_attribute_itself_writes_a_report(generator, classifier, svm_direction, tmp_path):
