@@ -196,7 +196,7 @@ def load_classifier(path: str | os.PathLike | None = None, device: str | torch.d
 
 def _as_image_batch(images) -> torch.Tensor:
     """Validate ``images [N, 3, H, W]`` (tensor or array, floating, in [-1, 1]) and return a float32
-    tensor (out-of-range values from a generator are clamped later, in :func:`_prepare`)."""
+    tensor (out-of-range values from a generator are clamped later, in :func:`prepare_images`)."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
@@ -211,7 +211,9 @@ def _as_image_batch(images) -> torch.Tensor:
     return images.float()
 
 
-def _prepare(images: torch.Tensor, input_size: int, device: torch.device) -> torch.Tensor:
+def prepare_images(images: torch.Tensor, input_size: int, device: torch.device) -> torch.Tensor:
+    """What a classifier is fed: ``images [N, 3, H, W]`` on ``device``, clamped to [-1, 1] and resized
+    (bilinear, antialiased) to ``input_size``. Differentiable, so a guide classifier can steer an edit."""
     images = images.to(device).clamp(-1.0, 1.0)
     if images.shape[-2:] != (input_size, input_size):
         images = F.interpolate(images, size=(input_size, input_size), mode="bilinear", align_corners=False,
@@ -231,7 +233,7 @@ def _batched(classifier: AttributeClassifier, images, batch_size: int,
     try:
         with torch.no_grad():
             for begin in range(0, images.shape[0], batch_size):
-                batch = _prepare(images[begin:begin + batch_size], classifier.config.input_size, device)
+                batch = prepare_images(images[begin:begin + batch_size], classifier.config.input_size, device)
                 outputs.append(fn(batch).float().cpu())
     finally:
         classifier.train(was_training)

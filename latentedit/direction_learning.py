@@ -74,15 +74,6 @@ class LearnSettings:
         return self
 
 
-def _guide_logits(guide, images: torch.Tensor) -> torch.Tensor:
-    """The guide's logits of generator output ``[N, 3, S, S]`` (clamped to [-1, 1], resized to its input)."""
-    images = images.clamp(-1.0, 1.0)
-    size = guide.config.input_size
-    if images.shape[-2:] != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return guide(images)
-
-
 def learn_direction(generator: Generator, guide, attribute: str, keep: Sequence[str] = ("Male",),
                     layers: Sequence[int] | None = None, settings: LearnSettings | None = None,
                     progress: bool = False) -> tuple[np.ndarray, dict]:
@@ -94,7 +85,8 @@ def learn_direction(generator: Generator, guide, attribute: str, keep: Sequence[
     """
     from tqdm.auto import tqdm
 
-    from latentedit.directions import parse_layers
+    from latentedit.classifier import prepare_images
+    from latentedit.directions import parse_layers, sample_and_label
     from latentedit.evaluate_edit import side_effect_attributes
 
     settings = (settings or LearnSettings()).validated()
@@ -115,13 +107,8 @@ def learn_direction(generator: Generator, guide, attribute: str, keep: Sequence[
 
     # The pool: mapped w of seeded z, labelled by the guide; the sources are those lacking the attribute.
     # Its z stream is offset so that it never holds the sources `evaluate edit --seed N` draws.
-    rng = torch.Generator().manual_seed(POOL_SEED_OFFSET + settings.seed)
-    with torch.no_grad():
-        w = torch.cat([generator.mapping(torch.randn(min(256, settings.pool - start), generator.w_dim,
-                                                     generator=rng).to(device))
-                       for start in range(0, settings.pool, 256)])
-        probs = torch.cat([torch.sigmoid(_guide_logits(guide, generator.synthesis(
-            generator.broadcast_w(w[start:start + 256]), "const"))) for start in range(0, len(w), 256)])
+    pool = sample_and_label(generator, guide, settings.pool, POOL_SEED_OFFSET + settings.seed)
+    w, probs = torch.from_numpy(pool.w).to(device), torch.from_numpy(pool.probs).to(device)
     present = probs[:, target] >= 0.5
     sources = torch.nonzero(~present).flatten()
     if len(sources) < 2 or int(present.sum()) < 2:
@@ -142,7 +129,7 @@ def learn_direction(generator: Generator, guide, attribute: str, keep: Sequence[
             images = F.pad(images, (pad, pad, pad, pad), mode="reflect")
             size = generator.size
             images = images[..., pad + shift[0]:pad + shift[0] + size, pad + shift[1]:pad + shift[1] + size]
-        return _guide_logits(guide, images)
+        return guide(prepare_images(images, guide.config.input_size, device))
 
     def pool_rates(unit: torch.Tensor) -> dict:
         with torch.no_grad():

@@ -316,8 +316,8 @@ def boundary_of(direction: "Direction") -> Boundary:
 
     InputError when there is none: only SVM directions have one, and only those made since it was recorded.
     """
-    record = (direction.meta.get("report") or {}).get("boundary") if isinstance(direction.meta, dict) else None
     try:
+        record = direction.meta["report"]["boundary"]
         normal = np.asarray(record["normal"], np.float64)
         offset = float(record["offset"])
     except (TypeError, KeyError, ValueError):
