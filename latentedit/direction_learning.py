@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -180,8 +181,6 @@ def learn_to_file(generator: Generator, guide, attribute: str, out_path, *, keep
                   checkpoint_info: dict | None = None, guide_info: dict | None = None, progress: bool = True) -> dict:
     """What ``latentedit direction learn`` runs: :func:`learn_direction`, then the W+ direction and its sidecar
     (method ``guided``, the guide's path and sha256, the settings and the report). Returns the sidecar."""
-    from pathlib import Path
-
     from latentedit.directions import format_layers, parse_layers, save_direction
 
     out_path = Path(out_path)
