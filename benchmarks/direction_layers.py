@@ -16,7 +16,7 @@ the attribute (psi 1, as ``latentedit evaluate edit --source generated``):
    operating-point strength: the Male flips any edit of that size causes on this generator. The direction's
    flips above this floor are its entanglement with gender; the floor itself is how fragile gender is here.
 
-Every number comes from :func:`latentedit.evaluate_edit.edit_record` (success, flip rate of every other
+Every number comes from :func:`latentedit.evaluate.edit.edit_record` (success, flip rate of every other
 attribute, pixel change). Writes ``OUT/layers.json`` and ``OUT/layers.md``.
 
     python benchmarks/direction_layers.py --samples runs/directions/svm_samples.npz -o runs/direction_layers
@@ -55,9 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def sweep(generator, classifier, sources, vector, attribute, strengths, rows):
     """Per strength the edit record, plus the renders ``[S, N, 3, H, W]`` and probabilities ``[S, N, A]``."""
-    from latentedit.classifier import predict_attributes
-    from latentedit.directions import apply_direction, render_latents
-    from latentedit.evaluate_edit import edit_record
+    from latentedit.evaluate.classifier import predict_attributes
+    from latentedit.directions.apply import apply_direction, render_latents
+    from latentedit.evaluate.edit import edit_record
 
     names = list(classifier.attribute_names)
     records, images, probs = [], [], []
@@ -73,7 +73,7 @@ def sweep(generator, classifier, sources, vector, attribute, strengths, rows):
 
 def per_image_strength(classifier, sources, attribute, strengths, images, probs) -> dict:
     """Section 3 of the module docstring, from one sweep's renders and probabilities."""
-    from latentedit.evaluate_edit import edit_record
+    from latentedit.evaluate.edit import edit_record
 
     names = list(classifier.attribute_names)
     reached = probs[:, :, names.index(attribute)] >= 0.5            # [S, N]
@@ -103,7 +103,7 @@ def random_floor(generator, classifier, sources, attribute, strength, rows, coun
 
 
 def row_label(rows, num_ws: int) -> str:
-    from latentedit.directions import format_layers
+    from latentedit.directions.arrays import format_layers
 
     return "all" if rows is None or len(rows) == num_ws else format_layers(rows)
 
@@ -113,13 +113,14 @@ def main(argv: list[str] | None = None) -> dict:
     from latentedit import directions as dirs
     from latentedit.checkpoints import load_generator
     from latentedit.device import resolve_device
-    from latentedit.evaluate_edit import generated_sources
+    from latentedit.evaluate.edit import generated_sources
+    from latentedit.evaluate.classifier import load_attribute_classifier
     from latentedit.io import portable_paths, versions, write_bytes, write_json
 
     started = time.perf_counter()
     device = resolve_device(args.device)
     generator, info = load_generator(args.ckpt, device=device)
-    classifier, classifier_info = dirs.load_attribute_classifier(None, device=device)
+    classifier, classifier_info = load_attribute_classifier(None, device=device)
     out = args.out_dir
     vec_path = args.vec
     if vec_path is None:

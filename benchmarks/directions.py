@@ -65,7 +65,7 @@ def attribute_references(generator, attribute: str, out_dir: Path, ref_size: int
 
     from latentedit.data import toyfaces
     from latentedit.io import save_png
-    from latentedit.pulse import pulse_downsample
+    from latentedit.pulse.search import pulse_downsample
 
     if attribute == "Blond_Hair":
         return REPO_ROOT / "examples" / "blond_hair.rgba.png", REPO_ROOT / "examples" / "black_hair.rgba.png"
@@ -94,17 +94,18 @@ def main(argv: list[str] | None = None) -> dict:
     from latentedit import directions as dirs
     from latentedit.checkpoints import load_generator
     from latentedit.device import resolve_device
-    from latentedit.evaluate_edit import evaluate_edit_to_folder
-    from latentedit.invert import InversionSettings
+    from latentedit.evaluate.edit import evaluate_edit_to_folder
+    from latentedit.invert.optimize import InversionSettings
     from latentedit.io import portable_paths, versions, write_bytes, write_json
     from latentedit.latents import parse_seeds
-    from latentedit.pulse import PulseSettings
+    from latentedit.evaluate.classifier import load_attribute_classifier
+    from latentedit.pulse.search import PulseSettings
 
     started = time.perf_counter()
     device = resolve_device(args.device)
     generator, info = load_generator(args.ckpt, device=device)
     checkpoint = info.to_dict()
-    classifier, classifier_info = dirs.load_attribute_classifier(args.classifier, device=device)
+    classifier, classifier_info = load_attribute_classifier(args.classifier, device=device)
     out = args.out_dir
     seeds = parse_seeds(args.pulse_seeds)
     settings = PulseSettings(steps=args.pulse_steps, fit_samples=args.fit_samples)

@@ -57,7 +57,7 @@ def quality(ckpt: str, count: int, steps: int, checkpoints: list[int], goal_psnr
     import torch
 
     from latentedit.checkpoints import load_generator
-    from latentedit.invert import InversionSettings, invert, prepare_perceptual
+    from latentedit.invert.optimize import InversionSettings, invert, prepare_perceptual
 
     generator, info = load_generator(ckpt, device=device)
     targets = heldout_targets(count, generator.size)
@@ -151,9 +151,9 @@ def _speed_task(task: dict) -> dict:
     """Runs in a child process: seconds per inversion step and peak memory for one configuration."""
     import torch
 
-    from latentedit.invert import InversionSettings, invert
+    from latentedit.invert.optimize import InversionSettings, invert
     from latentedit.model import Generator, GeneratorConfig
-    from latentedit.perceptual import build_perceptual
+    from latentedit.invert.perceptual import build_perceptual
 
     device = torch.device(task["device"])
     torch.manual_seed(0)

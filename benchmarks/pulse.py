@@ -64,7 +64,7 @@ def requested_colour(path: Path) -> str | None:
 def heldout_references(size: int, factor: int, count: int) -> tuple[torch.Tensor, list[str]]:
     """``[count, 3, size/factor, size/factor]`` in [0, 1] (8-bit values) and each face's true hair colour."""
     from latentedit.data import toyfaces
-    from latentedit.pulse import pulse_downsample
+    from latentedit.pulse.search import pulse_downsample
 
     renders, colours = [], []
     for index in range(count):
@@ -77,7 +77,7 @@ def heldout_references(size: int, factor: int, count: int) -> tuple[torch.Tensor
 
 def run_part(generator, references: torch.Tensor, seeds: list[int], settings, fit, batch_size: int) -> list:
     """PULSE over ``references [N, 3|4, h, w]`` in batches; one PulseResult per reference."""
-    from latentedit.pulse import run_pulse
+    from latentedit.pulse.search import run_pulse
 
     results = []
     for start in range(0, len(seeds), batch_size):
@@ -105,7 +105,7 @@ def summarise(results: list) -> dict:
 
 def hair_predictions(classifier, images: torch.Tensor) -> list[str]:
     """The most probable of the four hair colours for each image ``[N, 3, H, W]`` in [-1, 1]."""
-    from latentedit.classifier import predict_attributes
+    from latentedit.evaluate.classifier import predict_attributes
     from latentedit.data.toyfaces import HAIR_COLOURS
 
     probabilities = predict_attributes(classifier, images)
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     from latentedit.device import resolve_device
     from latentedit.errors import CheckpointError
     from latentedit.io import versions
-    from latentedit.pulse import PulseSettings, load_reference
-    from latentedit.pulse_fit import gaussian_fit
+    from latentedit.pulse.search import PulseSettings, load_reference
+    from latentedit.pulse.fit import gaussian_fit
 
     device = resolve_device(args.device)
     generator, info = load_generator(args.ckpt, device=device)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = PulseSettings(steps=args.steps, eps=args.eps, fit_samples=args.fit_samples)
     classifier, classifier_note = None, None
     try:
-        from latentedit.classifier import load_classifier
+        from latentedit.evaluate.classifier import load_classifier
 
         classifier = load_classifier(args.classifier, device=device)
     except (CheckpointError, ImportError) as error:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.out_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.count))
     # Warm-up, not timed: the first calls pick (and may build) the op backends.
-    from latentedit.pulse import run_pulse
+    from latentedit.pulse.search import run_pulse
 
     warm_size = generator.size // args.factor
     run_pulse(generator, torch.full((min(args.batch_size, args.count), 3, warm_size, warm_size), 0.5), 0,

@@ -10,7 +10,7 @@ For each attribute (default Blond_Hair, Black_Hair, Male, Young):
   operating point is, per direction, the smallest strength reaching 80 % success (else the strength with
   the highest success); the better direction (higher success, then fewer side effects) is reported.
 
-Both use the same measurements (:func:`latentedit.evaluate_edit.edit_record`): success rate, mean and worst
+Both use the same measurements (:func:`latentedit.evaluate.edit.edit_record`): success rate, mean and worst
 side-effect flip rate, Male flips, pixel change, PSNR to the ground-truth counterfactual render; plus the
 wall time per image: StarGAN's translation, and for latent editing the inversion (``--invert-steps``) plus
 the edit and render. Writes ``OUT/summary.md``, ``OUT/summary.json`` and the two evaluations' folders.
@@ -55,8 +55,8 @@ def operating_point(summary: dict) -> dict:
 def latent_seconds_per_image(generator, steps: int, count: int = 4) -> float:
     """Wall time of inverting ``count`` held-out renders one at a time plus one edit and render, per image."""
     from latentedit.data.toyfaces import HELDOUT_SEED, render_face
-    from latentedit.directions import apply_direction, render_latents
-    from latentedit.invert import InversionSettings, invert
+    from latentedit.directions.apply import apply_direction, render_latents
+    from latentedit.invert.optimize import InversionSettings, invert
 
     faces = np.stack([render_face(HELDOUT_SEED, i, generator.size) for i in range(count)])
     targets = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -74,16 +74,17 @@ def main(argv: list[str] | None = None) -> dict:
     from latentedit import directions as dirs
     from latentedit.checkpoints import load_generator
     from latentedit.device import resolve_device
-    from latentedit.evaluate_edit import evaluate_edit_to_folder
-    from latentedit.evaluate_stargan import evaluate_stargan_to_folder
-    from latentedit.invert import InversionSettings
+    from latentedit.evaluate.edit import evaluate_edit_to_folder
+    from latentedit.evaluate.translators import evaluate_stargan_to_folder
+    from latentedit.invert.optimize import InversionSettings
+    from latentedit.evaluate.classifier import load_attribute_classifier
     from latentedit.io import portable_paths, versions, write_bytes, write_json
 
     started = time.perf_counter()
     device = resolve_device(args.device)
     generator, info = load_generator(args.ckpt, device=device)
     checkpoint = info.to_dict()
-    classifier, classifier_info = dirs.load_attribute_classifier(None, device=device)
+    classifier, classifier_info = load_attribute_classifier(None, device=device)
     attributes = [a.strip() for a in args.attributes.split(",") if a.strip()]
     out = args.out_dir
     log = (lambda message: print(message, file=sys.stderr))

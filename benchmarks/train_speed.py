@@ -52,7 +52,7 @@ def measure(args: argparse.Namespace, batch: int, run_dir: Path) -> dict:
     """Both throughputs at one batch size (a fresh trainer, so every batch size starts from the same weights)."""
     import torch
 
-    from latentedit.data.images import open_image_dataset
+    from latentedit.data.datasets import open_image_dataset
     from latentedit.train import common
     from latentedit.train.stylegan2 import StyleGAN2TrainConfig, _Trainer
 

@@ -144,7 +144,8 @@ def svm_command(attribute, count, conditions, out, seed, C, samples_path, classi
     \b
     latentedit direction svm --attr Blond_Hair --condition Male -o blond_svm_male.npy
     """
-    from latentedit.directions import load_attribute_classifier, svm_to_file
+    from latentedit.directions import svm_to_file
+    from latentedit.evaluate import load_attribute_classifier
 
     condition_list = [c.strip() for item in conditions for c in item.split(",") if c.strip()]
     generator, info = _load(ckpt, device)
@@ -198,8 +199,8 @@ def learn_command(attribute, keep, layers, guide_path, strength, steps, batch_si
     \b
     latentedit direction learn --attr Blond_Hair --keep Male --layers 3-5 --guide guide.safetensors -o blond.npy
     """
-    from latentedit.direction_learning import LearnSettings, learn_to_file
-    from latentedit.directions import load_attribute_classifier
+    from latentedit.directions import LearnSettings, learn_to_file
+    from latentedit.evaluate import load_attribute_classifier
 
     keep_list = [k.strip() for item in keep for k in item.split(",") if k.strip()]
     generator, info = _load(ckpt, device)

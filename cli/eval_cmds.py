@@ -30,7 +30,7 @@ def train_command(out, count, epochs, batch_size, lr, seed, workers, threads, ca
     \b
     latentedit classifier train -o attribute_classifier.safetensors --n 30000 --epochs 8 --threads 1
     """
-    from latentedit.classifier import TrainOptions, train_classifier
+    from latentedit.evaluate import TrainOptions, train_classifier
 
     options = TrainOptions(count=count, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     result = train_classifier(out, options, workers=workers, threads=threads, cache_dir=cache_dir,
@@ -58,7 +58,7 @@ def evaluate_command(ckpt, count, seed, start, workers, batch_size, out, quiet) 
     \b
     latentedit classifier evaluate --n 5000
     """
-    from latentedit.classifier import (evaluate_classifier, format_accuracy_table, load_classifier,
+    from latentedit.evaluate import (evaluate_classifier, format_accuracy_table, load_classifier,
                                        shipped_classifier_path)
     from latentedit.io import sha256_file, versions, write_json
 

@@ -69,8 +69,9 @@ def edit_command(vectors, attribute, strengths, source, count, seed, start, laye
     """
     from latentedit.checkpoints import load_generator
     from latentedit.device import resolve_device
-    from latentedit.directions import load_attribute_classifier, parse_strengths
-    from latentedit.evaluate_edit import evaluate_edit_to_folder
+    from latentedit.directions import parse_strengths
+    from latentedit.evaluate import load_attribute_classifier
+    from latentedit.evaluate import evaluate_edit_to_folder
     from latentedit.invert import InversionSettings
 
     strength_list = parse_strengths(strengths)
@@ -121,7 +122,7 @@ def model_command(ckpt, count, seed, workers, device, out_dir, progress) -> None
     from latentedit import io
     from latentedit.checkpoints import load_generator
     from latentedit.device import resolve_device
-    from latentedit.evaluate_model import evaluate_generator, format_report, sample_images
+    from latentedit.evaluate import evaluate_generator, format_report, sample_images
 
     generator, info = load_generator(ckpt, device=resolve_device(device))
     result = evaluate_generator(generator, count=count, seed=seed, workers=workers, progress=progress)
@@ -163,7 +164,7 @@ def stargan_command(ckpt, attributes, count, start, classifier_path, keep, batch
     latentedit evaluate stargan --attr Blond_Hair,Black_Hair,Male,Young --n 200 -o runs/stargan_eval
     """
     from latentedit.device import resolve_device
-    from latentedit.evaluate_stargan import evaluate_stargan_to_folder
+    from latentedit.evaluate import evaluate_stargan_to_folder
 
     names = [name.strip() for item in attributes for name in item.split(",") if name.strip()]
     result = evaluate_stargan_to_folder(ckpt, names, out_dir, n=count, start=start, classifier_path=classifier_path,

@@ -31,7 +31,7 @@ def generate_command(ckpt, seeds, latent_path, truncation, truncation_cutoff, no
     """
     from latentedit.checkpoints import load_generator
     from latentedit.device import resolve_device
-    from latentedit.generate import generate_to_folder
+    from latentedit.model import generate_to_folder
     from latentedit.latents import parse_seeds
 
     seed_list = None

@@ -111,7 +111,7 @@ def train_stylegan2_cmd(ctx: click.Context, data, data_format, output, resume, s
 
     eval_hook = None
     if attribute_eval_kimg > 0:
-        from latentedit.evaluate_model import attribute_frequency_hook
+        from latentedit.evaluate import attribute_frequency_hook
 
         eval_hook = attribute_frequency_hook()
     result = stylegan2.train_stylegan2(config, output, resume_from=checkpoint_path, progress=progress,

@@ -32,7 +32,7 @@ import torch
 
 from latentedit.data import toyfaces
 from latentedit.io import save_png
-from latentedit.pulse import pulse_downsample
+from latentedit.pulse.search import pulse_downsample
 
 RENDER_SIZE = 64
 REFERENCE_SIZE = 16

@@ -511,9 +511,9 @@ def test_shipped_generators_match_their_model_cards_and_draw_every_hair_colour(n
     and whose samples the attribute classifier reads as faces with every hair colour represented."""
     import re
 
-    from latentedit.classifier import load_classifier, predict_attributes
+    from latentedit.evaluate.classifier import load_classifier, predict_attributes
     from latentedit.data.toyfaces import HAIR_COLOURS
-    from latentedit.evaluate_model import sample_images
+    from latentedit.evaluate.generator import sample_images
 
     path = resolve_checkpoint(name)
     assert path.stat().st_size <= 10 * 2**20

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from latentedit import classifier as clf
+from latentedit.evaluate import classifier as clf
 from latentedit.data import toyfaces
 from latentedit.errors import CheckpointError, InputError, LatentEditError
 

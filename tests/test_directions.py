@@ -272,7 +272,7 @@ def test_labelled_samples_are_cached_and_keyed(generator, classifier, tmp_path):
         w = generator.mapping(z)
         images = generator.synthesis(w)
     np.testing.assert_allclose(first.w, w.numpy(), atol=1e-5)
-    from latentedit.classifier import predict_attributes
+    from latentedit.evaluate.classifier import predict_attributes
 
     np.testing.assert_allclose(first.probs, predict_attributes(classifier, images).numpy(), atol=1e-4)
 
@@ -288,7 +288,7 @@ def test_svm_direction_moves_samples_towards_the_attribute(generator, classifier
     boundary = dirs.boundary_of(dirs.load_direction(tmp_path / "blond.npy"))
     assert boundary.offset == meta["report"]["fit"]["boundary_offset"] and boundary.normal.shape == (24,)
     w = generator.broadcast_w(generator.mapping(torch.randn(64, 24, generator=torch.Generator().manual_seed(9))))
-    from latentedit.classifier import predict_attributes
+    from latentedit.evaluate.classifier import predict_attributes
 
     column = ATTRIBUTE_NAMES.index("Blond_Hair")
     before = predict_attributes(classifier, dirs.render_latents(generator, w))[:, column]
@@ -340,7 +340,7 @@ def test_only_svm_directions_carry_a_boundary(tmp_path):
 def test_a_learned_direction_adds_the_attribute_and_keeps_the_one_it_is_told_to(generator, classifier, tmp_path):
     """With the known rule of the stand-in classifier (Blond_Hair reads the red channel, Male the green one),
     weighting Male in the loss must leave Male flips lower than learning without it, at full success."""
-    from latentedit.direction_learning import LearnSettings, learn_direction, learn_to_file
+    from latentedit.directions.learn import LearnSettings, learn_direction, learn_to_file
 
     settings = LearnSettings(strength=3.0, steps=40, batch_size=16, lr=0.1, pool=200, other_weight=0.0, shift=0)
     kept, report = learn_direction(generator, classifier, "Blond_Hair", ["Male"], [0, 1, 2, 3],
@@ -430,7 +430,7 @@ def test_ganspace_components_are_scaled_principal_axes(generator, tmp_path):
 
 @pytest.fixture(scope="module")
 def fit(generator):
-    from latentedit.pulse_fit import GaussianFit, compute_gaussian_fit, mapping_digest
+    from latentedit.pulse.fit import GaussianFit, compute_gaussian_fit, mapping_digest
 
     mean, std = compute_gaussian_fit(generator, num_samples=2000)
     return GaussianFit(mean, std, 2000, 0, mapping_digest(generator))
@@ -442,7 +442,7 @@ def _reference(seed: int) -> torch.Tensor:
 
 
 def test_pulse_pairs_start_together_and_average_their_differences(generator, fit):
-    from latentedit.pulse import PulseSettings
+    from latentedit.pulse.search import PulseSettings
 
     settings = PulseSettings(steps=3)
     same = dirs.run_pulse_pairs(generator, _reference(0), _reference(0), [0, 1, 2], settings, batch_size=2, fit=fit)
@@ -590,14 +590,15 @@ def test_sefa_and_svm_commands(ckpt, tmp_path):
 def test_the_shipped_learned_blond_direction_turns_held_out_samples_blond():
     """examples/blond_learned.npy is made for the shipped generator and does what the README says of it."""
     from latentedit.checkpoints import load_generator
-    from latentedit.evaluate_edit import evaluate_direction, generated_sources
+    from latentedit.evaluate.classifier import load_attribute_classifier
+    from latentedit.evaluate.edit import evaluate_direction, generated_sources
 
     repo = Path(__file__).resolve().parents[1]
     direction = dirs.load_direction(repo / "examples" / "blond_learned.npy")
     generator, info = load_generator("toyfaces64")
     assert direction.meta["method"] == "guided" and direction.meta["generator_sha256"] == info.sha256
     assert not direction.vector[[0, 1, 2, 6, 7, 8, 9]].any()
-    classifier, _ = dirs.load_attribute_classifier()
+    classifier, _ = load_attribute_classifier()
     sources = generated_sources(generator, classifier, "Blond_Hair", 40, seed=5)
     (record,), _ = evaluate_direction(generator, classifier, sources, direction.vector, "Blond_Hair", [12.0])
     assert record["success_rate"] >= 0.7 and record["flips"]["Male"] <= 0.1

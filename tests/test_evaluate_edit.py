@@ -11,12 +11,12 @@ from PIL import Image
 from torch import nn
 
 from latentedit import directions as dirs
-from latentedit import evaluate_edit as ev
+from latentedit.evaluate import edit as ev
 from latentedit.checkpoints import save_native
 from latentedit.data import toyfaces
 from latentedit.data.toyfaces import ATTRIBUTE_NAMES
 from latentedit.errors import InputError
-from latentedit.invert import InversionSettings
+from latentedit.invert.optimize import InversionSettings
 from latentedit.model import Generator, GeneratorConfig
 
 BLOND = ATTRIBUTE_NAMES.index("Blond_Hair")

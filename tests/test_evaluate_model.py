@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from latentedit.checkpoints import save_native
 from latentedit.cli.main import cli
-from latentedit.evaluate_model import GOAL_ATTRIBUTES, evaluate_generator, format_report
+from latentedit.evaluate.generator import GOAL_ATTRIBUTES, evaluate_generator, format_report
 
 
 def test_evaluate_generator_reports_floor_initial_and_frequencies(tiny_generator):
@@ -36,7 +36,7 @@ def test_evaluate_model_cli_writes_report(tiny_generator, tmp_path):
 
 
 def test_attribute_frequency_hook_logs_goal_attributes(tiny_generator, tmp_path):
-    from latentedit.evaluate_model import attribute_frequency_hook
+    from latentedit.evaluate.generator import attribute_frequency_hook
 
     tiny_generator.train()
     logged = attribute_frequency_hook(samples=16)(tiny_generator, 1.0, tmp_path)

@@ -79,7 +79,7 @@ def test_generate_rejects_wrong_latent_shape(refdata, tmp_path):
 
 
 def test_generate_noise_modes_differ(tiny_generator):
-    from latentedit.generate import synthesize, w_from_seeds
+    from latentedit.model.sampling import synthesize, w_from_seeds
 
     w = w_from_seeds(tiny_generator, [1, 2])
     const = synthesize(tiny_generator, w, "const")

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from latentedit.errors import InputError
-from latentedit.images import list_images, load_image_tensor
+from latentedit.image_files import list_images, load_image_tensor
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "CMYK", "I;16", "LA", "1"])

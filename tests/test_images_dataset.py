@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from latentedit.data import images as images_module
-from latentedit.data.images import (CelebADataset, ImageFolderDataset, detect_data_format, load_image,
+from latentedit.data import datasets as images_module
+from latentedit.data.datasets import (CelebADataset, ImageFolderDataset, detect_data_format, load_image,
                                     open_image_dataset, parse_toyfaces_spec)
 from latentedit.errors import InputError
 

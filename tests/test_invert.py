@@ -19,9 +19,9 @@ from PIL import Image
 from latentedit.checkpoints import load_generator, save_native
 from latentedit.cli.main import cli
 from latentedit.errors import InputError
-from latentedit.invert import InversionSettings, invert, noise_regularization, prepare_perceptual, projector_lr
+from latentedit.invert.optimize import InversionSettings, invert, noise_regularization, prepare_perceptual, projector_lr
 from latentedit.model import Generator, GeneratorConfig
-from latentedit.perceptual import VGG16_FILENAME, build_perceptual, choose_perceptual
+from latentedit.invert.perceptual import VGG16_FILENAME, build_perceptual, choose_perceptual
 
 
 def run_cli(*args):
@@ -202,7 +202,7 @@ def test_perceptual_auto_without_weights_falls_back_with_a_notice(tmp_path, monk
 
 
 def test_local_vgg_weights_are_loaded_without_downloading(generator, tmp_path, monkeypatch, no_network):
-    from latentedit.perceptual import LPIPS_SLICE_ENDS, vgg16_features
+    from latentedit.invert.perceptual import LPIPS_SLICE_ENDS, vgg16_features
 
     torch.manual_seed(11)
     state = {f"features.{k}": v for k, v in vgg16_features(LPIPS_SLICE_ENDS[-1]).state_dict().items()}

@@ -14,10 +14,10 @@ from PIL import Image
 
 from latentedit.errors import InputError
 from latentedit.model import Generator, GeneratorConfig
-from latentedit.pulse import (PulseSettings, geocross, initial_state, load_reference, lr_factor, parse_loss,
+from latentedit.pulse.search import (PulseSettings, geocross, initial_state, load_reference, lr_factor, parse_loss,
                               parse_noise_layers, pulse_downsample, pulse_kernel, result_names, run_pulse,
                               valid_reference_sizes, visible_l2)
-from latentedit.pulse_fit import GaussianFit, compute_gaussian_fit, fit_cache_path, gaussian_fit, mapping_digest
+from latentedit.pulse.fit import GaussianFit, compute_gaussian_fit, fit_cache_path, gaussian_fit, mapping_digest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFDATA = REPO_ROOT.parent / "shared" / "refdata"

@@ -456,7 +456,7 @@ def test_transfer_writes_translations_with_exclusive_hair(toy, trained, tmp_path
     assert manifest["images"][0]["target"] == {"Black_Hair": 0, "Blond_Hair": 1, "Brown_Hair": 0, "Male": 0,
                                                "Young": 1}
     generator, info = stargan.load_stargan_generator(trained)
-    from latentedit.images import load_image_tensor
+    from latentedit.image_files import load_image_tensor
     from latentedit.io import to_uint8
 
     image = load_image_tensor(inputs[0], 32)[0][None]
@@ -487,7 +487,7 @@ def test_transfer_uses_the_classifier_for_unset_source_attributes(toy, trained, 
 
 
 def test_source_labels_keep_at_most_one_hair_colour(monkeypatch):
-    import latentedit.classifier as classifier_module
+    import latentedit.evaluate.classifier as classifier_module
     from latentedit.baselines.stargan_transfer import source_labels
 
     class FakeClassifier:
@@ -598,8 +598,8 @@ class _LookupTranslator(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def blond_sources():
-    from latentedit.classifier import load_classifier
-    from latentedit.evaluate_stargan import heldout_sources
+    from latentedit.evaluate.classifier import load_classifier
+    from latentedit.evaluate.translators import heldout_sources
 
     classifier = load_classifier()
     return classifier, heldout_sources(classifier, "Blond_Hair", 6, 64)
@@ -620,7 +620,7 @@ def test_heldout_sources_lack_the_attribute_and_come_with_their_counterfactuals(
 
 
 def test_an_oracle_translator_scores_perfectly_and_the_identity_scores_nothing(blond_sources):
-    from latentedit.evaluate_stargan import evaluate_stargan
+    from latentedit.evaluate.translators import evaluate_stargan
 
     classifier, sources = blond_sources
     oracle, _ = evaluate_stargan(_LookupTranslator(sources, sources.truths), ATTRS, classifier, sources, "Blond_Hair")
@@ -678,8 +678,8 @@ def test_shipped_stargan_resolves_by_name_and_matches_its_model_card():
 
 def test_shipped_stargan_recolours_held_out_faces():
     """The property the README table rests on: most held-out faces lacking blond hair come out blond."""
-    from latentedit.directions import load_attribute_classifier
-    from latentedit.evaluate_stargan import evaluate_stargan, heldout_sources
+    from latentedit.evaluate.classifier import load_attribute_classifier
+    from latentedit.evaluate.translators import evaluate_stargan, heldout_sources
 
     generator, info = stargan.load_stargan_generator("stargan_toyfaces64")
     classifier, _ = load_attribute_classifier()

@@ -107,7 +107,7 @@ def load_cropped(path: str | os.PathLike, crop_size: int, image_size: int) -> to
     smaller than ``crop_size``."""
     from PIL import Image
 
-    from latentedit.images import open_image
+    from latentedit.image_files import open_image
 
     image = open_image(path).convert("RGB")
     width, height = image.size

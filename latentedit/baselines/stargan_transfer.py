@@ -1,12 +1,12 @@
 """Use a trained StarGAN on image files: attribute transfer and single-attribute grids.
 
-Images are read with :func:`latentedit.images.load_image_tensor` (any Pillow mode, EXIF orientation,
+Images are read with :func:`latentedit.image_files.load_image_tensor` (any Pillow mode, EXIF orientation,
 centre square crop, Lanczos resize to the model's ``image_size``): for aligned CelebA photographs
 (178 x 218) the square crop is the official 178 x 178 crop; square images are only resized.
 
 Source labels (what the generator is told the input shows, needed for StarGAN's ``c_org``) come from
 ``source_attrs`` (``NAME=0|1`` for every image) and, for attributes not given there, from the
-attribute classifier (:func:`latentedit.classifier.predict_attributes`, probability > 0.5). At most one
+attribute classifier (:func:`latentedit.evaluate.classifier.predict_attributes`, probability > 0.5). At most one
 hair colour is kept: a hair colour given as 1 clears the predicted ones, and of several predicted
 colours above 0.5 only the most probable stays. When every attribute is given the classifier is not
 loaded. An attribute that neither source knows is an :class:`InputError`.
@@ -44,7 +44,7 @@ class SourceLabels:
 def load_images(paths: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
     """Read image files as ``[N, 3, size, size]`` float32 in [-1, 1] (:func:`load_image_tensor`).
     InputError names the first unreadable file."""
-    from latentedit.images import load_image_tensor
+    from latentedit.image_files import load_image_tensor
 
     if not paths:
         raise InputError("give at least one image")
@@ -64,7 +64,7 @@ def source_labels(images: torch.Tensor, attribute_names: Sequence[str], given: M
     provenance = {name: "given" for name in given}
     needed = [name for name in names if name not in given]
     if needed:
-        from latentedit.classifier import load_classifier, predict_attributes
+        from latentedit.evaluate.classifier import load_classifier, predict_attributes
 
         classifier = classifier if classifier is not None else load_classifier(classifier_path)
         known = list(classifier.attribute_names)

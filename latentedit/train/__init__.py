@@ -1,1 +1,3 @@
-"""Training loops. Import the trainer you need (``latentedit.train.stylegan2``); nothing heavy runs here."""
+"""Training loops: StyleGAN2 (:mod:`~latentedit.train.stylegan2`) and what trainers share
+(:mod:`~latentedit.train.common`: devices, DDP, checkpoints, metrics). Import the trainer you need; nothing heavy
+runs here."""

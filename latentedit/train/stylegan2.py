@@ -713,7 +713,7 @@ def train_stylegan2(config: StyleGAN2TrainConfig, run_dir: str | os.PathLike,
             if changed:
                 raise InputError(f"{checkpoint_path} was trained with different {', '.join(changed)}; resume with "
                                  "the same options or write to a new run folder")
-        from latentedit.data.images import open_image_dataset
+        from latentedit.data.datasets import open_image_dataset
 
         dataset = open_image_dataset(config.data, config.size, config.data_format)
         if context.is_main:

@@ -6,7 +6,7 @@ Two presets:
     W+ ``[num_ws, w_dim]`` initialised at the mean w, Adam (lr 0.01, betas (0.9, 0.999), eps 1e-8), no
     schedule, the generator's stored (``const``) noise kept fixed. Loss per image:
     ``mse_weight · mean((G(w) − I)²) + perceptual_weight · Σ_j mean((F_j(G(w)) − F_j(I))²)`` with VGG16
-    relu1_1, relu1_2, relu3_2, relu4_2 (:class:`latentedit.perceptual.VGGLayerDistance`); pixels in
+    relu1_1, relu1_2, relu3_2, relu4_2 (:class:`latentedit.invert.perceptual.VGGLayerDistance`); pixels in
     [-1, 1]. The paper runs 5000 steps; the default here is :data:`DEFAULT_STEPS` (see below).
 
 ``projector`` (the NVIDIA / rosinality projector schedule)
@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from latentedit import io
 from latentedit.errors import InputError, LatentEditError
 from latentedit.model.generator import Generator
-from latentedit.perceptual import PerceptualDistance, build_perceptual, choose_perceptual
+from latentedit.invert.perceptual import PerceptualDistance, build_perceptual, choose_perceptual
 
 #: Optimisation steps when the user gives none (the reference projectors' value; the paper used 5000).
 #: About 30 s per image for the 64 px default model on a 2-core CPU.
@@ -101,7 +101,7 @@ class InversionSettings:
     ``preset``: ``image2stylegan`` or ``projector``; ``space``: ``w+`` (latent ``[num_ws, w_dim]``) or
     ``w`` (``[w_dim]``); ``steps``: Adam steps (default :data:`DEFAULT_STEPS`); ``lr``: base learning
     rate (0.01 / 0.1); ``perceptual``: ``auto``, ``vgg``, ``lpips`` or ``none`` (resolved by
-    :func:`latentedit.perceptual.choose_perceptual`; after :func:`invert` it is the kind used, or
+    :func:`latentedit.invert.perceptual.choose_perceptual`; after :func:`invert` it is the kind used, or
     ``none``); ``mse_weight``: weight of the pixel MSE (1, or 0 for the projector with a perceptual
     loss); ``perceptual_weight``: weight of the perceptual distance; ``noise``: ``fixed`` (stored
     buffers) or ``optimize`` (fixed / optimize); ``noise_regularize``: weight of the noise regulariser;
@@ -449,7 +449,7 @@ def prepare_perceptual(settings: InversionSettings, image_size: int,
         metric = loss if choice.kind == "lpips" else build_perceptual("lpips", choice.weights, image_size=image_size,
                                                                       device=device)
     elif settings.perceptual == "none":  # the user opted out; still measure LPIPS when the weights are here
-        from latentedit.perceptual import find_vgg16_weights
+        from latentedit.invert.perceptual import find_vgg16_weights
 
         weights = find_vgg16_weights(settings.vgg_weights)
         if weights is not None:
@@ -586,7 +586,7 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     instead of the one ``settings`` asks for.
     """
     from latentedit.checkpoints import load_generator
-    from latentedit.images import list_images, load_image_tensor
+    from latentedit.image_files import list_images, load_image_tensor
     from latentedit.train.common import configure_cpu_threads, init_distributed
 
     settings = (settings or InversionSettings()).validated()

@@ -14,7 +14,7 @@ Loss, averaged over a batch of sources (``p`` are the guide's probabilities of t
                          + other_weight · mean_k∈others BCE(ℓ[k], p[k])
 
 ``keep`` are the attributes named by the user (e.g. Male); ``others`` every other side-effect
-attribute (:func:`latentedit.evaluate_edit.side_effect_attributes`: for a hair colour, the other hair
+attribute (:func:`latentedit.evaluate.edit.side_effect_attributes`: for a hair colour, the other hair
 colours are not kept, since they must change). ``v`` is normalised in the forward pass, so the strength
 is a fixed distance in W, and it starts from the difference of the guide-labelled class means of mapped
 w (guide-only, so nothing of the measuring classifier enters when a different guide is used). Adam on
@@ -39,7 +39,6 @@ import torch.nn.functional as F
 
 from latentedit.errors import InputError
 from latentedit.model.generator import Generator
-
 
 #: Added to the seed of the learning pool's z: `evaluate edit` draws its generated sources from
 #: ``torch.Generator().manual_seed(seed)``, and a direction must not be scored on the latents it learned from.
@@ -86,9 +85,10 @@ def learn_direction(generator: Generator, guide, attribute: str, keep: Sequence[
     """
     from tqdm.auto import tqdm
 
-    from latentedit.classifier import prepare_images
-    from latentedit.directions import parse_layers, sample_and_label
-    from latentedit.evaluate_edit import side_effect_attributes
+    from latentedit.directions.arrays import parse_layers
+    from latentedit.directions.svm import sample_and_label
+    from latentedit.evaluate.classifier import prepare_images
+    from latentedit.evaluate.edit import side_effect_attributes
 
     settings = (settings or LearnSettings()).validated()
     names = list(guide.attribute_names)
@@ -181,7 +181,8 @@ def learn_to_file(generator: Generator, guide, attribute: str, out_path, *, keep
                   checkpoint_info: dict | None = None, guide_info: dict | None = None, progress: bool = True) -> dict:
     """What ``latentedit direction learn`` runs: :func:`learn_direction`, then the W+ direction and its sidecar
     (method ``guided``, the guide's path and sha256, the settings and the report). Returns the sidecar."""
-    from latentedit.directions import format_layers, parse_layers, save_direction
+    from latentedit.directions.arrays import format_layers, parse_layers
+    from latentedit.directions.files import save_direction
 
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".npy":

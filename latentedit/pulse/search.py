@@ -2,7 +2,7 @@
 
 The search runs over ``num_ws`` vectors per image, each kept on the sphere of radius sqrt(w_dim)
 (:class:`SphericalOptimizer`), mapped to W+ through the Gaussian fit of the mapping network
-(:mod:`latentedit.pulse_fit`). The loss is a weighted sum of terms from a loss string
+(:mod:`latentedit.pulse.fit`). The loss is a weighted sum of terms from a loss string
 (:func:`parse_loss`): the distance between the PULSE bicubic downscale of the generated image
 (:func:`pulse_downsample`) and the reference, clamped below at ``eps``, plus GEOCROSS (:func:`geocross`),
 which keeps the W+ rows close to one another.
@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from latentedit import io as lio
 from latentedit.errors import InputError, LatentEditError
 from latentedit.model.generator import Generator, noise_shape
-from latentedit.pulse_fit import DEFAULT_FIT_SAMPLES, GaussianFit, gaussian_fit
+from latentedit.pulse.fit import DEFAULT_FIT_SAMPLES, GaussianFit, gaussian_fit
 
 DEFAULT_LOSS = "100*L2+0.05*GEOCROSS"
 IMAGE_TERMS = ("L2", "L1")
@@ -322,7 +322,7 @@ def load_reference(path: str | os.PathLike, generator_size: int) -> tuple[torch.
     resized, because the result is only meaningful against the pixels the user gave. A fully transparent
     image is an error. Returns the tensor and a JSON-ready description.
     """
-    from latentedit.images import open_image, to_rgba_array
+    from latentedit.image_files import open_image, to_rgba_array
 
     image = open_image(path)
     width, height = image.size
@@ -658,7 +658,7 @@ def run_pulse(generator: Generator, references: torch.Tensor, seeds: int | Seque
 
     ``references [B, 3 or 4, h, w]`` in [0, 1] (alpha: 4th channel), ``h = G.size / 2**k``. ``seeds``: one per
     reference, or one int for all of them (every image then starts from the same point, which is what
-    paired runs for direction vectors want). ``fit`` defaults to :func:`~latentedit.pulse_fit.gaussian_fit`
+    paired runs for direction vectors want). ``fit`` defaults to :func:`~latentedit.pulse.fit.gaussian_fit`
     with ``settings.fit_samples`` (cached on disk). Runs on the generator's device; the generator is left
     as it was. InputError for bad references or settings.
     """

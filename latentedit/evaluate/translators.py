@@ -1,12 +1,12 @@
 """StarGAN attribute transfer measured on the same footing as latent edits (``latentedit evaluate stargan``).
 
 Sources are held-out toyfaces renders lacking the attribute whose counterfactual exists
-(:func:`latentedit.evaluate_edit.iter_heldout_faces`, the faces ``evaluate edit --source inverted`` uses),
+(:func:`latentedit.evaluate.edit.iter_heldout_faces`, the faces ``evaluate edit --source inverted`` uses),
 rendered at the StarGAN's ``image_size``; with ``require_absent`` (default) a face is kept only when the
 classifier also labels its render as lacking the attribute, as ``evaluate edit`` does with reconstructions.
 Each face is translated with target labels = its source labels (the classifier's, one hair colour; see
 :func:`latentedit.baselines.stargan_transfer.source_labels`) with the attribute set to 1 (a hair colour
-clears the others). The metrics are :func:`latentedit.evaluate_edit.edit_record`'s: success rate, the flip rate
+clears the others). The metrics are :func:`latentedit.evaluate.edit.edit_record`'s: success rate, the flip rate
 of every other attribute against the classifier's labels of the *source render*, pixel / LPIPS change,
 PSNR to the counterfactual render; plus the translation time per image and the side effects of the
 reconstruction ``G(x, c_src)`` (:func:`reconstruction_record`), which tell redrawing apart from editing.
@@ -25,7 +25,7 @@ import torch
 from latentedit import io as lio
 from latentedit.data import toyfaces
 from latentedit.errors import InputError
-from latentedit.evaluate_edit import edit_record, iter_heldout_faces, psnr_per_image, render_faces
+from latentedit.evaluate.edit import edit_record, iter_heldout_faces, psnr_per_image, render_faces
 
 #: Files written by :func:`evaluate_stargan_to_folder`.
 REPORT_JSON, REPORT_MARKDOWN = "stargan_eval.json", "stargan_eval.md"
@@ -49,7 +49,7 @@ def heldout_sources(classifier, attribute: str, n: int, size: int, *, start: int
                     max_candidates: int | None = None) -> HeldoutSources:
     """The first ``n`` held-out faces from ``start`` lacking ``attribute`` (module docstring), at ``size`` px.
     At most ``max_candidates`` (default ``4 n + 16``) are examined, then InputError."""
-    from latentedit.classifier import predict_attributes
+    from latentedit.evaluate.classifier import predict_attributes
 
     names = list(classifier.attribute_names)
     if attribute not in names:
@@ -99,7 +99,7 @@ def evaluate_stargan(generator, model_names: Sequence[str], classifier, sources:
     """
     from latentedit.baselines import stargan
     from latentedit.baselines.stargan_transfer import source_labels, translate
-    from latentedit.classifier import predict_attributes
+    from latentedit.evaluate.classifier import predict_attributes
 
     names = list(classifier.attribute_names)
     if attribute not in model_names:
@@ -137,7 +137,7 @@ def reconstruction_record(generator, classifier, sources: HeldoutSources, labels
     perfect generator scores 0. Returns ``side_effect_mean``, ``flips`` and ``psnr_to_source_db``.
     """
     from latentedit.baselines.stargan_transfer import translate
-    from latentedit.classifier import predict_attributes
+    from latentedit.evaluate.classifier import predict_attributes
 
     outputs = translate(generator, sources.images, labels, batch_size=batch_size).clamp(-1, 1)
     record = edit_record(outputs, predict_attributes(classifier, outputs).numpy(), sources.images, sources.probs,
@@ -184,8 +184,8 @@ def evaluate_stargan_to_folder(ckpt: str | os.PathLike, attributes: Sequence[str
     ``stargan_eval.json``, ``stargan_eval.md`` and ``<attribute>_samples.png`` (rows = sources; columns =
     render, translation, counterfactual). Returns the JSON-ready result."""
     from latentedit.baselines.stargan import load_stargan_generator
-    from latentedit.directions import load_attribute_classifier
-    from latentedit.perceptual import build_perceptual, find_vgg16_weights
+    from latentedit.evaluate.classifier import load_attribute_classifier
+    from latentedit.invert.perceptual import build_perceptual, find_vgg16_weights
 
     log = log or (lambda message: None)
     if not attributes:

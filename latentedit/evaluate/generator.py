@@ -1,6 +1,6 @@
 """How good is a generator trained on toyfaces? FD-toy and attribute frequencies (issue: the embedded default).
 
-- FD-toy (a Fréchet distance in the attribute classifier's feature space; see :mod:`latentedit.classifier`)
+- FD-toy (a Fréchet distance in the attribute classifier's feature space; see :mod:`latentedit.evaluate.classifier`)
   between ``count`` generated samples (ψ = 1, stored noise) and ``count`` held-out renders, next to two
   reference points measured in the same run: the same architecture at initialisation (the ceiling) and
   two disjoint sets of held-out renders (the floor).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from latentedit.classifier import extract_features, frechet_distance, load_classifier, predict_attributes, \
+from latentedit.evaluate.classifier import extract_features, frechet_distance, load_classifier, predict_attributes, \
     render_labelled
 from latentedit.data import toyfaces
 from latentedit.model.generator import Generator

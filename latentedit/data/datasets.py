@@ -1,12 +1,12 @@
 """Image data sets for training: a folder of images, and the CelebA layout.
 
 Every item's image is a float tensor ``[3, size, size]`` in [-1, 1] (``x / 127.5 - 1`` of the 8-bit
-RGB pixels). Images are read with :func:`latentedit.images.load_image_tensor`: any Pillow mode to
+RGB pixels). Images are read with :func:`latentedit.image_files.load_image_tensor`: any Pillow mode to
 RGB, EXIF orientation applied, centre-cropped to a square (the shorter side) and resized to ``size``
 with a Lanczos filter, so aligned CelebA (178 x 218) becomes its central 178 x 178 face crop, as in
 StarGAN. Pre-resize large photographs once if data loading, not the networks, limits the speed.
 
-- :class:`ImageFolderDataset`: every image file (:data:`latentedit.images.IMAGE_SUFFIXES`) under a
+- :class:`ImageFolderDataset`: every image file (:data:`latentedit.image_files.IMAGE_SUFFIXES`) under a
   folder, recursively, in sorted order. Items are images.
 - :class:`CelebADataset`: ``ROOT/img_align_celeba/*.jpg`` and ``ROOT/list_attr_celeba.txt``. Items are
   ``(image, attributes)`` with ``attributes`` a float tensor ``[A]`` of 0/1 (the file's -1/1), for the
@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from latentedit.data.celeba import ATTR_FILE_NAME, IMAGE_DIR_NAME, read_attr_list
 from latentedit.errors import InputError
-from latentedit.images import IMAGE_SUFFIXES, load_image_tensor
+from latentedit.image_files import IMAGE_SUFFIXES, load_image_tensor
 
 MAX_CONSECUTIVE_FAILURES = 16
 DATA_FORMATS = ("auto", "folder", "celeba", "toyfaces")
@@ -38,7 +38,7 @@ DATA_FORMATS = ("auto", "folder", "celeba", "toyfaces")
 
 def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
     """Read one image file as ``[3, size, size]`` float32 in [-1, 1]: RGB, EXIF orientation applied,
-    centre square crop, Lanczos resize (:func:`latentedit.images.load_image_tensor`).
+    centre square crop, Lanczos resize (:func:`latentedit.image_files.load_image_tensor`).
 
     Raises :class:`InputError` naming the file when it is missing, corrupt or too large.
     """

@@ -211,6 +211,19 @@ def _as_image_batch(images) -> torch.Tensor:
     return images.float()
 
 
+def load_attribute_classifier(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+                              ) -> tuple[AttributeClassifier, dict]:
+    """The attribute classifier (``path`` or the shipped one) and ``{path, sha256}`` identifying its weights.
+
+    Every measurement records the second item, so a number can be traced to the exact weights.
+    """
+    from latentedit.io import sha256_file
+
+    classifier = load_classifier(path, device=device)
+    resolved = Path(path) if path is not None else shipped_classifier_path()
+    return classifier, {"path": str(resolved), "sha256": sha256_file(resolved)}
+
+
 def prepare_images(images: torch.Tensor, input_size: int, device: torch.device) -> torch.Tensor:
     """What a classifier is fed: ``images [N, 3, H, W]`` on ``device``, clamped to [-1, 1] and resized
     (bilinear, antialiased) to ``input_size``. Differentiable, so a guide classifier can steer an edit."""

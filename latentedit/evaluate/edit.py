@@ -52,9 +52,10 @@ import torch
 
 from latentedit import io as lio
 from latentedit.data import toyfaces
-from latentedit.directions import (Boundary, apply_direction, apply_to_distance, as_direction_array, boundary_of,
-                                   check_direction_shape, direction_magnitude, direction_problems, format_layers,
-                                   format_strength, load_direction, parse_layers, render_latents)
+from latentedit.directions.apply import apply_direction, apply_to_distance, render_latents
+from latentedit.directions.arithmetic import direction_magnitude
+from latentedit.directions.arrays import as_direction_array, check_direction_shape, format_layers, format_strength, parse_layers
+from latentedit.directions.files import Boundary, boundary_of, direction_problems, load_direction
 from latentedit.errors import InputError
 from latentedit.model.generator import Generator
 
@@ -128,7 +129,7 @@ def generated_sources(generator: Generator, classifier, attribute: str, n: int, 
     """
     from tqdm.auto import tqdm
 
-    from latentedit.classifier import predict_attributes
+    from latentedit.evaluate.classifier import predict_attributes
 
     column = _column(classifier, attribute)
     if not isinstance(n, int) or n < 1:
@@ -213,8 +214,8 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
     """
     from tqdm.auto import tqdm
 
-    from latentedit.classifier import predict_attributes
-    from latentedit.invert import InversionSettings, invert
+    from latentedit.evaluate.classifier import predict_attributes
+    from latentedit.invert.optimize import InversionSettings, invert
 
     settings = dataclasses.replace((settings or InversionSettings()).validated(), space="w+")
     if settings.noise != "fixed":
@@ -308,7 +309,7 @@ def evaluate_direction(generator: Generator, classifier, sources: EditSources, d
 
     Returns the per-strength records and the renders of the first ``keep`` sources ``[keep, S, 3, size, size]``.
     """
-    from latentedit.classifier import predict_attributes
+    from latentedit.evaluate.classifier import predict_attributes
 
     names = list(classifier.attribute_names)
     _column(classifier, attribute)
@@ -642,7 +643,7 @@ def evaluate_edit_to_folder(generator: Generator, classifier, vec_paths: Sequenc
     ``cache_dir`` (inverted sources): where inversions are kept between runs (default ``out_dir/inversions``).
     Returns the result (also written as ``edit_eval.json``).
     """
-    from latentedit.perceptual import build_perceptual, find_vgg16_weights
+    from latentedit.invert.perceptual import build_perceptual, find_vgg16_weights
 
     log = log or (lambda message: None)
     if source not in SOURCES:
@@ -674,7 +675,7 @@ def evaluate_edit_to_folder(generator: Generator, classifier, vec_paths: Sequenc
         sources = generated_sources(generator, classifier, attribute, n, seed, batch_size=batch_size,
                                     progress=progress)
     else:
-        from latentedit.invert import InversionSettings, prepare_perceptual
+        from latentedit.invert.optimize import InversionSettings, prepare_perceptual
 
         settings = (invert_settings or InversionSettings()).validated()
         setup = prepare_perceptual(settings, generator.size, device)

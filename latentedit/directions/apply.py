@@ -1,0 +1,285 @@
+"""Applying a direction to latents: a fixed strength, or a target distance from an SVM boundary.
+
+:func:`apply_direction` adds ``strength * direction`` to the chosen W+ rows of a latent; a W direction is
+broadcast over the rows (every chosen row gets the same vector). :func:`apply_to_distance` moves each latent
+to a target signed distance from a direction's hyperplane, InterFaceGAN's way of editing, so each latent gets
+its own strength. :func:`apply_to_folder` is what ``latentedit apply-direction`` runs: latents, seeds or
+images (inverted first) in, sweeps and edited latents with a manifest out.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from latentedit import io as lio
+from latentedit.directions.arrays import (DEFAULT_BATCH, as_direction_array, check_direction_shape, format_layers,
+                                          format_strength, parse_layers)
+from latentedit.directions.files import (Boundary, boundary_of, direction_problems, latent_record, load_direction,
+                                         recorded_generator_sha256)
+from latentedit.errors import InputError
+from latentedit.model.generator import Generator
+
+
+def apply_direction(w_plus: torch.Tensor, direction, strength: float | Sequence[float],
+                    layers: Sequence[int] | None = None) -> torch.Tensor:
+    """Add ``strength * direction`` to the chosen W+ rows.
+
+    ``w_plus``: ``[N, num_ws, w_dim]``; ``direction``: W ``[w_dim]`` (every chosen row gets the same
+    vector) or W+ ``[num_ws, w_dim]`` (row ``r`` gets row ``r``); ``layers``: row indices to edit (None:
+    all). One strength gives ``[N, num_ws, w_dim]``; a sequence of ``S`` strengths gives
+    ``[N, S, num_ws, w_dim]``. Rows outside ``layers`` are returned unchanged (bit for bit).
+    """
+    if w_plus.ndim != 3:
+        raise InputError(f"latents must be W+ [N, num_ws, w_dim], got {list(w_plus.shape)}")
+    num_ws, w_dim = w_plus.shape[1:]
+    vector = torch.as_tensor(as_direction_array(direction)).to(device=w_plus.device, dtype=w_plus.dtype)
+    check_direction_shape(vector, num_ws, w_dim)
+    rows = parse_layers(layers, num_ws) if layers is not None else list(range(num_ws))
+    single = isinstance(strength, (int, float)) and not isinstance(strength, bool)
+    strengths = torch.as_tensor([float(strength)] if single else [float(s) for s in strength],
+                                dtype=w_plus.dtype, device=w_plus.device)
+    edited = _add_to_rows(w_plus, vector, strengths.expand(w_plus.shape[0], -1), rows)
+    return edited[:, 0] if single else edited
+
+
+def _add_to_rows(w_plus: torch.Tensor, vector: torch.Tensor, strengths: torch.Tensor, rows: Sequence[int]
+                 ) -> torch.Tensor:
+    """``w_plus [N, num_ws, w_dim] + strengths [N, S] * vector`` on ``rows`` -> ``[N, S, num_ws, w_dim]``; the
+    other rows are copied bit for bit."""
+    num_ws, w_dim = w_plus.shape[1:]
+    mask = torch.zeros(num_ws, 1, dtype=torch.bool, device=w_plus.device)
+    mask[list(rows)] = True
+    step = vector.expand(num_ws, w_dim)
+    edited = w_plus[:, None] + strengths[:, :, None, None] * step
+    return torch.where(mask, edited, w_plus[:, None].expand_as(edited))
+
+
+def apply_to_distance(w_plus: torch.Tensor, direction, boundary: Boundary, distance: float | Sequence[float],
+                      layers: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """InterFaceGAN-style edit: move each latent along ``direction`` until its signed distance to ``boundary``
+    (the mean over the edited rows) is ``distance``.
+
+    Each latent ``i`` gets its own strength ``(distance - d_i) / (normal · v)``, where ``d_i`` is its distance
+    before the edit and ``v`` the direction (a W+ direction: the mean of its edited rows), so a face far
+    from the boundary moves further than one close to it. Shapes and row handling as in
+    :func:`apply_direction`; returns the edited latents and the strengths ``[N]`` (or ``[N, S]`` for a
+    sequence of ``S`` distances). InputError when the direction does not cross the boundary (``normal · v``
+    close to 0).
+    """
+    if w_plus.ndim != 3:
+        raise InputError(f"latents must be W+ [N, num_ws, w_dim], got {list(w_plus.shape)}")
+    num_ws, w_dim = w_plus.shape[1:]
+    vector = torch.as_tensor(as_direction_array(direction)).to(device=w_plus.device, dtype=w_plus.dtype)
+    check_direction_shape(vector, num_ws, w_dim)
+    if boundary.normal.shape != (w_dim,):
+        raise InputError(f"the SVM boundary has {boundary.normal.shape[0]} dimensions, the generator's W {w_dim}")
+    rows = parse_layers(layers, num_ws) if layers is not None else list(range(num_ws))
+    normal = torch.as_tensor(boundary.normal, dtype=w_plus.dtype, device=w_plus.device)
+    rate = float((vector.expand(num_ws, w_dim)[rows] @ normal).mean())
+    if abs(rate) < 1e-6:
+        raise InputError("the direction is (almost) parallel to the SVM boundary: moving along it does not change "
+                         "the distance, so no strength reaches a target distance")
+    before = boundary.distance(w_plus, rows)
+    single = isinstance(distance, (int, float)) and not isinstance(distance, bool)
+    targets = torch.as_tensor([float(distance)] if single else [float(d) for d in distance],
+                              dtype=w_plus.dtype, device=w_plus.device)
+    strengths = (targets[None, :] - before[:, None]) / rate
+    edited = _add_to_rows(w_plus, vector, strengths, rows)
+    return (edited[:, 0], strengths[:, 0]) if single else (edited, strengths)
+
+
+@torch.no_grad()
+def render_latents(generator: Generator, w_plus: torch.Tensor, batch_size: int = DEFAULT_BATCH,
+           noise: str | Sequence[torch.Tensor] = "const") -> torch.Tensor:
+    """W+ ``[N, num_ws, w_dim]`` (or W ``[N, w_dim]``) -> images ``[N, 3, S, S]`` on the CPU, float, not clamped.
+
+    ``noise``: a generator noise mode or a list of maps ``[1, 1, r, r]`` shared by every image.
+    """
+    device = next(generator.parameters()).device
+    images = [generator.synthesis(w_plus[start:start + batch_size].to(device), noise).float().cpu()
+              for start in range(0, w_plus.shape[0], batch_size)]
+    if not images:
+        return torch.zeros(0, 3, generator.size, generator.size)
+    return torch.cat(images)
+
+
+@torch.no_grad()
+def w_plus_from_seeds(generator: Generator, seeds: Sequence[int], truncation: float = 1.0) -> torch.Tensor:
+    """Seeds -> z (``numpy.random.RandomState(seed)``, as ``latentedit generate``) -> W+ ``[N, num_ws, w_dim]``."""
+    from latentedit.model.sampling import w_from_seeds
+
+    return w_from_seeds(generator, list(seeds), truncation)
+
+
+def sweep_grid(images: torch.Tensor, columns: int) -> np.ndarray:
+    """Images ``[N, 3, S, S]`` in [-1, 1] tiled ``columns`` per row -> ``[H, W, 3]`` uint8."""
+    return lio.make_grid(lio.to_uint8(images), columns=columns)
+
+
+def _read_noise_file(path: Path, generator: Generator) -> list[torch.Tensor] | None:
+    """Noise maps ``noise_<i>`` (``[r, r]`` or ``[1, 1, r, r]``) saved by ``pulse`` / ``invert``, as ``[1, 1, r, r]``;
+    None when the file does not fit the generator."""
+    from latentedit.model.generator import noise_shape
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            maps = []
+            for i in range(generator.num_layers):
+                array = np.asarray(data[f"noise_{i}"], np.float32)
+                if array.size != int(np.prod(noise_shape(i))):
+                    return None
+                maps.append(torch.from_numpy(array.reshape(noise_shape(i))))
+            return maps
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, latent_path: str | os.PathLike,
+                    out_dir: str | os.PathLike, strengths: Sequence[float], *,
+                    layers: str | Sequence[int] | None = None,
+                    checkpoint_info: Mapping | None = None, invert_settings=None, to_distance: bool = False,
+                    log: Callable[[str], None] | None = None, progress: bool = False) -> dict:
+    """What ``latentedit apply-direction`` runs.
+
+    ``to_distance``: ``strengths`` are target signed distances to the SVM boundary in the direction's
+    sidecar (:func:`apply_to_distance`); files are then named ``<name>_d<distance>`` and the manifest
+    records each latent's step.
+
+    ``latent_path``: a ``.npy`` latent (W ``[w_dim]``, W+ ``[num_ws, w_dim]`` or a batch ``[N, ...]``), or an
+    image, which is first inverted (:func:`latentedit.invert.invert`, ``invert_settings``; default
+    settings otherwise) and saved as ``<stem>_inverted.npy`` / ``.png``. A noise file beside a single
+    latent (``<stem>_noise.npz``, as ``pulse`` and ``invert --noise optimize`` write) is used for
+    rendering; otherwise the generator's stored noise. Writes, for each latent ``<name>`` and strength
+    ``s``, ``<name>_s<s>.npy`` (W+ ``[num_ws, w_dim]``) and ``.png``, then ``sweep.png`` (one row per
+    latent, one column per strength) and ``manifest.json``. ``log`` receives one-line warnings;
+    ``progress`` shows the inversion's progress bar. Returns the manifest.
+    """
+    from latentedit.image_files import IMAGE_SUFFIXES
+    from latentedit.latents import as_w_or_w_plus, load_latent_file
+
+    log = log or (lambda message: warnings.warn(message, stacklevel=2))
+    out_dir = Path(out_dir)
+    latent_path = Path(latent_path)
+    checkpoint_info = dict(checkpoint_info or {})
+    generator_sha = checkpoint_info.get("sha256")
+    direction = load_direction(direction_path)
+    for problem in direction_problems(direction, generator.num_ws, generator.w_dim, generator_sha):
+        log(problem)
+    boundary = boundary_of(direction) if to_distance else None
+    strengths = [float(s) for s in strengths]
+    names_for = [format_strength(s) for s in strengths]
+    if len(set(names_for)) != len(names_for):
+        raise InputError(f"strengths {names_for} repeat after rounding to 6 significant digits; give distinct values")
+    rows = parse_layers(layers, generator.num_ws)
+
+    source: dict = {"path": str(latent_path)}
+    noise: str | list[torch.Tensor] = "const"
+    stem = latent_path.stem
+    if latent_path.suffix.lower() in IMAGE_SUFFIXES:
+        latent, inverted_noise, source = _invert_image(generator, latent_path, out_dir, invert_settings, log,
+                                                       progress)
+        w_plus = generator.broadcast_w(torch.from_numpy(latent)[None]).contiguous()
+        if inverted_noise is not None:
+            noise = inverted_noise
+    else:
+        array = load_latent_file(latent_path)
+        w_plus = generator.broadcast_w(as_w_or_w_plus(array, generator.num_ws, generator.w_dim,
+                                                      name=f"latent {latent_path}")).contiguous()
+        source.update(kind="latent", shape=list(array.shape), sha256=lio.sha256_file(latent_path))
+        recorded = recorded_generator_sha256(latent_record(latent_path))
+        if recorded and generator_sha and recorded != generator_sha:
+            log(f"latent {latent_path} was made with generator {recorded[:12]}, not this one ({generator_sha[:12]})")
+        noise_path = latent_path.with_name(f"{stem}_noise.npz")
+        if w_plus.shape[0] == 1 and noise_path.is_file():
+            maps = _read_noise_file(noise_path, generator)
+            if maps is not None:
+                noise = maps
+                source["noise"] = str(noise_path)
+            else:
+                log(f"{noise_path} does not fit this generator; rendering with its stored noise instead")
+    count = w_plus.shape[0]
+    latent_names = [stem] if count == 1 else [f"{stem}_{i:04d}" for i in range(count)]
+    steps = None
+    if boundary is None:
+        edited = apply_direction(w_plus, direction.vector, strengths, rows)
+    else:
+        edited, steps = apply_to_distance(w_plus, direction.vector, boundary, strengths, rows)
+    prefix = "s" if boundary is None else "d"
+    images = render_latents(generator, edited.reshape(-1, generator.num_ws, generator.w_dim), noise=noise)
+    pixels = lio.to_uint8(images).reshape(count, len(strengths), *images.shape[2:], 3)
+    files = []
+    edited_np = edited.numpy().astype(np.float32)
+    for i, latent_name in enumerate(latent_names):
+        for j, label in enumerate(names_for):
+            name = f"{latent_name}_{prefix}{label}"
+            lio.save_npy(out_dir / f"{name}.npy", edited_np[i, j])
+            lio.save_png(out_dir / f"{name}.png", pixels[i, j])
+            files += [f"{name}.npy", f"{name}.png"]
+    lio.save_png(out_dir / "sweep.png", lio.make_grid(pixels.reshape(-1, *pixels.shape[2:]), columns=len(strengths)))
+    manifest = {
+        "command": "apply-direction",
+        "checkpoint": checkpoint_info,
+        "direction": {"path": str(direction.path), "sha256": lio.sha256_file(direction.path),
+                      "shape": list(direction.vector.shape), "space": direction.space,
+                      "norm": round(float(np.linalg.norm(direction.vector)), 6),
+                      "method": direction.meta.get("method"),
+                      "generator_sha256": recorded_generator_sha256(direction.meta)},
+        "source": source,
+        "strengths": strengths,
+        "mode": "strength" if boundary is None else "distance",
+        **({} if steps is None else {"distance_before": [round(float(d), 6) for d in
+                                                         boundary.distance(w_plus, rows)],
+                                     "steps": [[round(float(x), 6) for x in row] for row in steps]}),
+        "layers": format_layers(rows),
+        "noise": "from " + source["noise"] if "noise" in source else "const (the generator's stored maps)",
+        "names": latent_names,
+        "definition": ("edited = latent + strength * direction on the chosen W+ rows (W directions broadcast)"
+                       if boundary is None else
+                       "edited = latent + step * direction on the chosen W+ rows, step = (distance - distance_before) "
+                       "/ (normal . direction); distance = mean over the chosen rows of normal . w + offset"),
+        "files": files + ["sweep.png", "manifest.json"],
+        "sweep": {"file": "sweep.png", "rows": latent_names, "columns": strengths},
+        "versions": lio.versions(),
+    }
+    lio.write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _invert_image(generator: Generator, path: Path, out_dir: Path, settings, log: Callable[[str], None],
+                  progress: bool = False) -> tuple[np.ndarray, list[torch.Tensor] | None, dict]:
+    """Invert one image for :func:`apply_to_folder`: ``(latent, noise maps or None, source record)``.
+
+    Writes ``<stem>_inverted.npy`` (and ``<stem>_inverted_noise.npz`` when the noise was optimised) and
+    ``<stem>_inverted.png``.
+    """
+    from latentedit.image_files import load_image_tensor
+    from latentedit.invert.optimize import InversionSettings, invert, prepare_perceptual
+    from latentedit.model.generator import noise_shape
+
+    settings = (settings or InversionSettings()).validated()
+    device = next(generator.parameters()).device
+    target, info = load_image_tensor(path, generator.size)
+    setup = prepare_perceptual(settings, generator.size, device)
+    if setup.notice:
+        log(setup.notice)
+    result = invert(generator, target[None], settings, names=[path.stem], perceptual=setup.loss,
+                    lpips_metric=setup.lpips_metric, progress=progress, description=f"invert {path.name}")[0]
+    lio.save_npy(out_dir / f"{path.stem}_inverted.npy", result.latent)
+    lio.save_png(out_dir / f"{path.stem}_inverted.png", lio.to_uint8(result.reconstruction)[0])
+    source = {"kind": "image", "image": info, "inverted": f"{path.stem}_inverted.npy",
+              "inversion": {"settings": settings.to_dict(), "perceptual": setup.kind, "notice": setup.notice,
+                            "psnr_db": round(result.psnr_db, 4), "steps": result.steps}}
+    noise = None
+    if result.noise is not None:
+        noise = [torch.from_numpy(m).reshape(noise_shape(i)) for i, m in enumerate(result.noise)]
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"noise_{i}": m for i, m in enumerate(result.noise)})
+        lio.write_bytes(out_dir / f"{path.stem}_inverted_noise.npz", buffer.getvalue())
+        source["noise"] = str(out_dir / f"{path.stem}_inverted_noise.npz")
+    return result.latent, noise, source
