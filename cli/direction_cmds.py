@@ -295,31 +295,39 @@ def info_command(vector) -> None:
 
 @click.command("apply-direction")
 @click.option("--vec", "vector", required=True, type=click.Path(dir_okay=False), help="Direction .npy.")
-@click.option("--latent", "latent", required=True, type=click.Path(dir_okay=False),
-              help="A .npy latent (W, W+ or a batch of them), or an image, which is inverted first.")
-@click.option("--strength", default="1", show_default=True,
-              help="One strength (1.5), a sweep START:STOP:COUNT (-3:3:7 = linspace) or a list (0,1,2).")
+@click.option("--latent", "latent", default="inverted", show_default=True, type=click.Path(),
+              help="A .npy latent (W, W+ or a batch of them), a folder of them (what invert, pulse and generate "
+                   "write), or an image, which is inverted first.")
+@click.option("--strength", default="0:1:5", show_default=True,
+              help="One strength (1.5), a sweep START:STOP:COUNT (-3:3:7 = linspace) or a list (0,1,2); in "
+                   "--strength-unit units.")
+@click.option("--strength-unit", type=click.Choice(["spread", "raw"]), default="spread", show_default=True,
+              help="spread: strength 1 moves the most-moved chosen W+ row by one W spread (the RMS distance of "
+                   "mapped w from their mean), the same for every direction; raw: multiply the stored array.")
 @click.option("--layers", default=None, help="W+ rows to edit, e.g. 0-5 (default: all).")
 @click.option("--to-distance", is_flag=True,
               help="Read --strength as target signed distances to the SVM boundary recorded with the direction "
                    "(InterFaceGAN editing: each latent moves as far as it needs); `direction svm` files only.")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--out", "out_dir", default="edited", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder.")
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--invert-steps", type=click.IntRange(1, 1_000_000), default=None,
               help="Inversion steps when --latent is an image [default: invert's default, 1000].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the inversion's progress bar.")
-def apply_direction_command(vector, latent, strength, layers, to_distance, out_dir, ckpt, invert_steps, device,
-                            progress) -> None:
+def apply_direction_command(vector, latent, strength, strength_unit, layers, to_distance, out_dir, ckpt,
+                            invert_steps, device, progress) -> None:
     """Add strength x direction to a latent's chosen W+ rows and render the result.
 
-    A W direction is added to every chosen row; a W+ direction row by row. Writes
+    Without --latent it edits every latent in inverted/ (what `latentedit invert IMAGE` writes) and writes
+    edited/. A W direction is added to every chosen row; a W+ direction row by row. Writes
     <name>_s<strength>.npy (the edited W+) and .png per strength, sweep.png (one column per strength)
     and manifest.json. With --to-distance the files are <name>_d<distance>.* and each latent gets the
     step that puts it at that distance from the direction's SVM boundary. A direction made with another
     generator (per its sidecar) gives a warning; one whose shape does not fit the generator is an error.
 
     \b
+    latentedit invert face.png && latentedit apply-direction --vec blond.npy
     latentedit apply-direction --vec blond.npy --latent runs/inv/face.npy --strength -1:2:4 -o runs/edit
     latentedit apply-direction --vec blond_svm.npy --latent face.npy --to-distance --strength 6 --layers 3-5 -o edit
     """
@@ -328,7 +336,8 @@ def apply_direction_command(vector, latent, strength, layers, to_distance, out_d
 
     strengths = parse_strengths(strength)
     generator, info = _load(ckpt, device)
-    manifest = apply_to_folder(generator, vector, latent, out_dir, strengths, layers=layers, checkpoint_info=info,
+    manifest = apply_to_folder(generator, vector, latent, out_dir, strengths, layers=layers,
+                               strength_unit=strength_unit, checkpoint_info=info,
                                invert_settings=InversionSettings(steps=invert_steps), to_distance=to_distance,
                                log=_warn, progress=progress)
     source = manifest["source"]

@@ -31,6 +31,9 @@ def evaluate_group() -> None:
 @click.option("--start", type=click.IntRange(0, None), default=0, show_default=True,
               help="First held-out face index considered (inverted sources).")
 @click.option("--layers", default=None, help="W+ rows to edit, e.g. 0-5 (default: all).")
+@click.option("--strength-unit", type=click.Choice(["spread", "raw"]), default="spread", show_default=True,
+              help="spread: strength 1 moves the most-moved chosen W+ row by one W spread (as apply-direction); "
+                   "raw: multiply the stored arrays.")
 @click.option("--normalize", is_flag=True,
               help="Rescale every direction to magnitude 1 (W norm / RMS row norm), so strengths are comparable.")
 @click.option("--to-distance", is_flag=True,
@@ -44,6 +47,8 @@ def evaluate_group() -> None:
               help="Inversion steps per held-out face (inverted sources; cached in OUT/inversions).")
 @click.option("--invert-batch", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Held-out faces inverted together.")
+@click.option("--n-present", "n_present", type=click.IntRange(0, 100_000), default=0, show_default=True,
+              help="Also edit this many generated sources that already have ATTR and report whether they keep it.")
 @click.option("--samples", "keep", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Sources shown in each direction's sample grid.")
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), default=None,
@@ -54,9 +59,9 @@ def evaluate_group() -> None:
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def edit_command(vectors, attribute, strengths, source, count, seed, start, layers, normalize, to_distance, watch,
-                 target_success, invert_steps, invert_batch, keep, classifier_path, batch_size, out_dir, ckpt, device,
-                 progress) -> None:
+def edit_command(vectors, attribute, strengths, source, count, seed, start, layers, strength_unit, normalize,
+                 to_distance, watch, target_success, invert_steps, invert_batch, n_present, keep, classifier_path,
+                 batch_size, out_dir, ckpt, device, progress) -> None:
     """Score directions that should add ATTR: success rate, side-effect flips, pixel / LPIPS change, and for
     inverted held-out faces the PSNR to the ground-truth counterfactual, by strength.
 
@@ -80,9 +85,12 @@ def edit_command(vectors, attribute, strengths, source, count, seed, start, laye
     classifier, classifier_info = load_attribute_classifier(classifier_path, device=next(generator.parameters()).device)
     result = evaluate_edit_to_folder(
         generator, classifier, list(vectors), attribute, strength_list, out_dir, source=source, n=count, seed=seed,
-        start=start, layers=layers, normalize=normalize, invert_settings=InversionSettings(steps=invert_steps),
+        start=start, layers=layers, normalize=normalize,
+        strength_unit="raw" if normalize or to_distance else strength_unit,
+        invert_settings=InversionSettings(steps=invert_steps),
         invert_batch=invert_batch, checkpoint_info=info.to_dict(), classifier_info=classifier_info, watch=watch_list,
-        target_success=target_success, batch_size=batch_size, keep=keep, to_distance=to_distance, log=_warn,
+        target_success=target_success, batch_size=batch_size, keep=keep, to_distance=to_distance,
+        n_present=n_present, log=_warn,
         progress=progress)
     unit = "distance" if to_distance else "strength"
     for name, entry in result["directions"].items():

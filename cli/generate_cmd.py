@@ -21,7 +21,8 @@ CKPT_HELP = ("Checkpoint: a shipped name (toyfaces64), a rosinality .pt, an NVID
 @click.option("--grid/--no-grid", default=True, show_default=True, help="Also write grid.png.")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="generated", show_default=True,
+              help="Output folder.")
 def generate_command(ckpt, seeds, latent_path, truncation, truncation_cutoff, noise_mode, grid, batch_size, device,
                      out_dir):
     """Generate images from seeds or a latent file.

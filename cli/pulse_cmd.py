@@ -12,7 +12,8 @@ CKPT_HELP = ("Checkpoint: a shipped name (toyfaces64), a rosinality .pt, an NVID
               help="Reference image (repeatable). Square, of side G.size / 2^k (16 for the 64 px default). "
                    "With alpha, only opaque pixels are matched.")
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="pulse", show_default=True,
+              help="Output folder.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Start of duplicate k is seed+k, for every reference (same seed => same start and result).")
 @click.option("--duplicates", type=click.IntRange(1, 10000), default=1, show_default=True,

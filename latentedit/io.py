@@ -10,13 +10,17 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import platform
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from latentedit.errors import InputError
 
 
 @contextlib.contextmanager
@@ -51,9 +55,86 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as strict JSON (RFC 8259: no bare ``NaN`` / ``Infinity``), atomically.
+
+    Rule for non-finite numbers: every NaN or infinite float anywhere in ``obj`` (Python floats, numpy
+    scalars and arrays included) is written as ``null``, so a report that holds one failed measurement
+    is still valid JSON that any parser reads; the key stays, with no value. See :func:`json_safe`.
+    """
+    data = json_safe(obj)
     with atomic_write(path, "w") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=False, default=_json_default)
+        json.dump(data, handle, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
         handle.write("\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of the JSON-like ``obj`` with numpy values turned into Python ones and every non-finite float
+    (NaN, +inf, -inf) replaced by ``None`` (JSON ``null``), the rule of :func:`write_json`."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    return obj
+
+
+#: The name of the probe file :func:`prepare_output_dir` creates and removes.
+_PROBE_PREFIX = ".latentedit-write-test."
+
+#: Temporary files of :func:`atomic_write`: ``.<name>.<random>.tmp`` (``tempfile.mkstemp``'s 8 random
+#: characters), plus the probes of :func:`prepare_output_dir`.
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def prepare_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create the folder ``path`` (and its parents) and prove it writable by creating and removing a file
+    in it, before any work starts; returns it as a :class:`Path`.
+
+    InputError naming the path and the fix when it exists as a file, lies under a file, cannot be created
+    (a read-only or virtual file system such as ``/proc``, no permission) or refuses a new file.
+    """
+    path = Path(path)
+    fix = "choose a folder you can write to (-o)"
+    if path.exists() and not path.is_dir():
+        raise InputError(f"the {what} {path} exists and is not a folder; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError) as error:
+        raise InputError(f"cannot create the {what} {path}: part of the path is a file, not a folder; "
+                         f"{fix}") from error
+    except OSError as error:
+        raise InputError(f"cannot create the {what} {path} ({error.strerror or error}); {fix}") from error
+    try:
+        fd, probe = tempfile.mkstemp(prefix=_PROBE_PREFIX, suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"the {what} {path} is not writable ({error.strerror or error}); {fix}") from error
+    return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that an interrupted :func:`atomic_write` left in ``folder`` (not below it):
+    ``.<name>.<8 random characters>.tmp``. Call it only when no other process writes into ``folder``.
+    Returns the removed paths (sorted)."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        if _TEMPORARY.match(entry.name) and entry.is_file() and not entry.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 def portable_paths(obj: Any, root: str | os.PathLike) -> Any:
@@ -141,8 +222,9 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def versions() -> dict[str, str]:
-    """Versions worth citing next to a result."""
+def versions() -> dict[str, Any]:
+    """Versions worth citing next to a result, and ``"ops"``: the custom ops' backends (see
+    :func:`ops_backends`)."""
     import torch
 
     from latentedit import __version__
@@ -153,4 +235,14 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "ops": ops_backends(),
     }
+
+
+def ops_backends() -> dict[str, Any]:
+    """The requested ``LATENTEDIT_OPS`` and the backend each custom op resolves to per device type
+    (:func:`latentedit.ops.backend.describe`), e.g. ``{"LATENTEDIT_OPS": "auto", "upfirdn2d": {"cpu":
+    "native", "cuda": "compiled"}, ...}``. Imported lazily; builds nothing and touches no GPU."""
+    from latentedit.ops.backend import describe
+
+    return describe()

@@ -49,18 +49,45 @@ def z_from_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.random.RandomState(seed).randn(z_dim) for seed in seeds])).float()
 
 
-def load_latent_file(path: str | os.PathLike) -> np.ndarray:
-    """Load a ``.npy`` latent (never a pickle); float32, finite."""
+def read_npy_array(path: str | os.PathLike, what: str = "latent") -> np.ndarray:
+    """Read one ``.npy`` array file, never unpickling anything; InputError for anything else.
+
+    Shared by latents and direction files. numpy's own messages are not passed on: for an object array
+    they suggest loading the file with ``allow_pickle``, which would run code from the file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"latent file {path} does not exist")
+        raise InputError(f"{what} file {path} does not exist")
+    invalid = (f"cannot read {what} {path}: not a valid .npy array file (pickled object arrays are never "
+               f"loaded); save a numeric array with numpy.save")
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except OSError as error:
+        raise InputError(f"cannot read {what} {path} ({error.strerror or error})") from None
+    if magic != b"\x93NUMPY":
+        if magic[:2] == b"PK":
+            raise InputError(f"{what} {path} is an .npz archive; give a single-array .npy file")
+        raise InputError(invalid)
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise InputError(f"cannot read latent {path}: not a valid .npy array ({error})") from error
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise InputError(f"cannot read {what} {path}: it holds an object array, and pickled object arrays "
+                             f"are never loaded (they could run code); save a numeric array with "
+                             f"numpy.save") from None
+        raise InputError(invalid) from None
+    except (OSError, EOFError):
+        raise InputError(invalid.replace("not a valid .npy array file", "not a valid .npy array file or "
+                                         "truncated")) from None
     if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
-        raise InputError(f"latent {path} must be a numeric .npy array, got dtype {getattr(array, 'dtype', '?')}")
-    array = array.astype(np.float32)
+        raise InputError(f"{what} {path} must be a numeric .npy array, got dtype {getattr(array, 'dtype', '?')}")
+    return array
+
+
+def load_latent_file(path: str | os.PathLike) -> np.ndarray:
+    """Load a ``.npy`` latent (never a pickle); float32, finite."""
+    array = read_npy_array(path, "latent").astype(np.float32)
     if not np.isfinite(array).all():
         raise InputError(f"latent {path} contains NaN or infinite values")
     return array

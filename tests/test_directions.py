@@ -495,7 +495,7 @@ def test_apply_direction_command_writes_the_sweep(ckpt, generator, tmp_path):
     vector = np.random.default_rng(0).normal(size=24).astype(np.float32)
     dirs.save_direction(tmp_path / "v.npy", vector, method="test", generator_sha256=None)
     result = run_cli("apply-direction", "--ckpt", ckpt, "--vec", tmp_path / "v.npy", "--latent", latent,
-                     "--strength", "-1:1:3", "--layers", "0-5", "-o", tmp_path / "out")
+                     "--strength", "-1:1:3", "--strength-unit", "raw", "--layers", "0-5", "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     manifest = json.loads((out / "manifest.json").read_text())
@@ -513,6 +513,43 @@ def test_apply_direction_command_writes_the_sweep(ckpt, generator, tmp_path):
     assert np.abs(np.asarray(Image.open(out / "seed0003_s1.png")).astype(int)
                   - to_uint8(expected)[0].astype(int)).max() <= 1
     assert Image.open(out / "sweep.png").size == (3 * 34 + 2, 34 + 2)
+
+
+def test_strength_one_moves_one_w_spread_whatever_the_norm(ckpt, generator, tmp_path):
+    from latentedit.invert.optimize import w_spread
+
+    run_cli("generate", "--ckpt", ckpt, "--seeds", "3-4", "-o", tmp_path / "gen")
+    spread = w_spread(generator)
+    vector = np.zeros((generator.num_ws, 24), np.float32)
+    vector[2], vector[3] = 1.0, 0.5  # the most-moved row is row 2
+    for scale in (0.01, 100.0):  # the stored norm does not change what a strength means
+        dirs.save_direction(tmp_path / "v.npy", vector * scale, method="test")
+        out = tmp_path / f"out{scale}"
+        result = run_cli("apply-direction", "--ckpt", ckpt, "--vec", tmp_path / "v.npy", "--latent", tmp_path / "gen",
+                         "--strength", "1", "-o", out)
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "manifest.json").read_text())
+        # a folder from generate: each image once, under its own name (not w_plus_0000)
+        assert manifest["names"] == ["seed0003", "seed0004"] and manifest["strength_unit"] == "spread"
+        moved = np.load(out / "seed0003_s1.npy") - np.load(tmp_path / "gen" / "seed0003.npy")
+        assert np.linalg.norm(moved[2]) == pytest.approx(spread, rel=1e-4)
+        assert np.linalg.norm(moved[3]) == pytest.approx(spread / 2, rel=1e-4)
+        assert manifest["raw_strengths"] == [pytest.approx(spread / (np.sqrt(24) * scale), rel=1e-5)]
+    # far outside W: a warning naming the distance; absurdly far: an error before anything is written
+    result = run_cli("apply-direction", "--ckpt", ckpt, "--vec", tmp_path / "v.npy", "--latent", tmp_path / "gen",
+                     "--strength", "3", "-o", tmp_path / "far")
+    assert result.exit_code == 0 and "W spreads from the mean w" in result.output
+    result = run_cli("apply-direction", "--ckpt", ckpt, "--vec", tmp_path / "v.npy", "--latent", tmp_path / "gen",
+                     "--strength", "1e30", "-o", tmp_path / "absurd")
+    assert result.exit_code == 2 and "W spreads" in result.output and not (tmp_path / "absurd").exists()
+    for bad in ("1,,2", "1,"):
+        result = run_cli("apply-direction", "--ckpt", ckpt, "--vec", tmp_path / "v.npy", "--latent",
+                         tmp_path / "gen", "--strength", bad, "-o", tmp_path / "bad")
+        assert result.exit_code == 2 and "empty entry" in result.output
+    np.save(tmp_path / "zero.npy", np.zeros(24, np.float32))
+    result = run_cli("apply-direction", "--ckpt", ckpt, "--vec", tmp_path / "zero.npy", "--latent", tmp_path / "gen",
+                     "-o", tmp_path / "zero")
+    assert result.exit_code == 2 and "all zeros" in result.output
 
 
 def test_apply_direction_to_a_target_distance(ckpt, generator, classifier, tmp_path):

@@ -107,3 +107,26 @@ def test_portable_paths_make_committed_results_machine_independent(tmp_path, mon
         "references": ["examples/a.png", "/elsewhere/b.png"], "steps": 100, "note": "a repo-less string"}
     # A sibling folder whose name merely starts with the root's is not inside it.
     assert portable_paths(str(tmp_path / "repo2" / "x"), root) == str(tmp_path / "repo2" / "x")
+
+
+def test_generate_refuses_unwritable_output_and_non_finite_images(tiny_generator, tmp_path):
+    import copy
+
+    import torch
+
+    from latentedit.model.sampling import generate_to_folder
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="part of the path is a file"):
+        generate_to_folder(tiny_generator, blocker / "out", checkpoint_info={}, seeds=[0], progress=False)
+    broken = copy.deepcopy(tiny_generator)
+    with torch.no_grad():
+        next(p for name, p in broken.named_parameters() if "to_rgb" in name).fill_(float("nan"))
+    with pytest.raises(InputError, match="NaN or infinite"):
+        generate_to_folder(broken, tmp_path / "nan", checkpoint_info={}, seeds=[0, 1], progress=False)
+    assert not list((tmp_path / "nan").iterdir())  # nothing written, not even a black PNG
+    manifest = generate_to_folder(tiny_generator, tmp_path / "ok", checkpoint_info={"sha256": None}, seeds=[0],
+                                  progress=False)
+    assert json.loads((tmp_path / "ok" / "manifest.json").read_text(),
+                      parse_constant=lambda token: pytest.fail(f"bare {token}"))["names"] == manifest["names"]

@@ -77,3 +77,23 @@ def test_list_images_expands_folders(tmp_path):
     assert [p.name for p in list_images([tmp_path])] == ["a.jpg", "b.png"]
     with pytest.raises(InputError):
         list_images([])
+
+
+def test_list_images_searches_subfolders_in_a_fixed_order(tmp_path):
+    for relative in ("z.png", "sub/b/2.png", "sub/a.png", "sub/b/1.png", ".git/x.png", "sub/.y.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    found = [p.relative_to(tmp_path).as_posix() for p in list_images([tmp_path])]
+    assert found == ["sub/a.png", "sub/b/1.png", "sub/b/2.png", "z.png"]
+
+
+def test_images_below_the_minimum_size_are_refused(tmp_path):
+    from latentedit.image_files import MIN_IMAGE_SIDE
+
+    for size in [(1, 1), (MIN_IMAGE_SIDE - 1, 64)]:
+        path = tmp_path / f"{size[0]}x{size[1]}.png"
+        Image.new("RGB", size).save(path)
+        with pytest.raises(InputError, match=f"at least {MIN_IMAGE_SIDE} px on the shorter side"):
+            load_image_tensor(path, 16)
+    Image.new("RGB", (MIN_IMAGE_SIDE, 40)).save(tmp_path / "ok.png")
+    assert load_image_tensor(tmp_path / "ok.png", 16, warn=pytest.fail)[0].shape == (3, 16, 16)

@@ -159,6 +159,13 @@ def test_target_psnr_stops_early_and_keeps_that_latent(generator, targets):
     assert unreachable.reached_target is False and unreachable.steps == 5
 
 
+def test_divergence_is_reported_per_image_not_returned_as_a_result(generator, targets):
+    results = invert(generator, targets, InversionSettings(steps=4, lr=1e30, perceptual="none"))
+    assert all(r.error is not None and "diverged" in r.error and "learning rate" in r.error for r in results)
+    fine = invert(generator, targets[:1], InversionSettings(steps=2, perceptual="none"))[0]
+    assert fine.error is None and np.isfinite(fine.latent).all()
+
+
 def test_noise_regulariser_is_per_image():
     ones = torch.ones(1, 1, 16, 16)
     values = noise_regularization([torch.cat([ones, torch.zeros_like(ones)])])

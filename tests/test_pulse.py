@@ -310,6 +310,8 @@ def test_tiled_latent_has_one_row_and_no_geocross(generator, fit):
 
 def test_reference_tensors_are_checked(generator, fit):
     for bad, fragment in [(torch.rand(1, 3, 12, 12), "valid sizes: 32, 16, 8, 4, 2"),
+                          (torch.rand(1, 3, 1, 1), "too small: PULSE's downsampler needs a reference of at least 2x2"),
+                          (torch.rand(1, 3, 64, 64), "larger than the 32 px generator"),
                           (torch.rand(1, 3, 8, 4), "square"),
                           (torch.rand(1, 2, 8, 8), r"\[B, 3 or 4, h, w\]"),
                           (torch.rand(1, 3, 8, 8) * 2, r"\[0, 1\]"),

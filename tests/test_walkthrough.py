@@ -58,7 +58,8 @@ def test_pulse_pair_direction_applied_to_an_inverted_heldout_render(tmp_path):
     run("invert", tmp_path / "face.png", "--ckpt", ckpt, "--steps", 3, "--no-progress", "-o", tmp_path / "inv")
     # 3. apply with a strength sweep
     applied = run("apply-direction", "--ckpt", ckpt, "--vec", tmp_path / "blond.npy",
-                  "--latent", tmp_path / "inv" / "face.npy", "--strength=-1:2:4", "-o", tmp_path / "edit")
+                  "--latent", tmp_path / "inv" / "face.npy", "--strength=-1:2:4", "--strength-unit", "raw",
+                  "-o", tmp_path / "edit")
     assert "warning" not in applied.output  # same generator, same sha256: no provenance warning
 
     direction = np.load(tmp_path / "blond.npy")

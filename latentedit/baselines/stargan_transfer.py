@@ -18,6 +18,7 @@ attributes set as given, unset attributes keep the source's values). Grids use
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -41,14 +42,40 @@ class SourceLabels:
     probabilities: torch.Tensor
 
 
-def load_images(paths: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
-    """Read image files as ``[N, 3, size, size]`` float32 in [-1, 1] (:func:`load_image_tensor`).
-    InputError names the first unreadable file."""
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def load_images(paths: Sequence[str | os.PathLike], size: int, warn=_warn) -> torch.Tensor:
+    """Read image files as ``[N, 3, size, size]`` float32 in [-1, 1] (:func:`load_image_tensor`: images
+    below :data:`~latentedit.image_files.MIN_IMAGE_SIDE` px are refused, strong upscaling is passed to
+    ``warn``, by default one ``warning:`` line on stderr). InputError names the first unreadable file."""
     from latentedit.image_files import load_image_tensor
 
     if not paths:
         raise InputError("give at least one image")
-    return torch.stack([load_image_tensor(path, size)[0] for path in paths])
+    return torch.stack([load_image_tensor(path, size, warn=warn)[0] for path in paths])
+
+
+def _prepare_output(output: Path) -> None:
+    """Create the folder a ``.png`` ``output`` goes in (or the ``output`` folder) and prove it writable, before
+    any model runs (:func:`latentedit.io.prepare_output_dir`)."""
+    from latentedit.io import prepare_output_dir
+
+    if output.suffix.lower() in OUTPUT_SUFFIXES:
+        if output.is_dir():
+            raise InputError(f"-o {output} is a folder; give a .png file path or a folder name without .png")
+        prepare_output_dir(output.parent if str(output.parent) else Path("."))
+    else:
+        prepare_output_dir(output)
+
+
+def _check_finite(images: torch.Tensor) -> torch.Tensor:
+    bad = (~torch.isfinite(images).flatten(1).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        raise InputError(f"the StarGAN generator produced NaN or infinite pixels for image(s) {bad}; the checkpoint "
+                         f"is probably broken (nothing was written)")
+    return images
 
 
 def source_labels(images: torch.Tensor, attribute_names: Sequence[str], given: Mapping[str, int] | None = None,
@@ -140,18 +167,19 @@ def transfer_files(image_paths: Sequence[str | os.PathLike], changes: Sequence[s
     from latentedit.device import resolve_device
     from latentedit.io import save_png, to_uint8, write_json
 
+    paths = [Path(p) for p in image_paths]
+    destinations = _output_paths(paths, Path(output))
     generator, info = stargan.load_stargan_generator(ckpt, device=resolve_device(device))
     names = info.attribute_names
     change_map = stargan.parse_assignments(changes, names, "--set")
     if not change_map:
         raise InputError(f"nothing to change; give --set NAME=0|1 with NAME one of {', '.join(names)}")
     given = stargan.parse_assignments(source_attrs, names, "--source-attrs")
-    paths = [Path(p) for p in image_paths]
-    destinations = _output_paths(paths, Path(output))
+    _prepare_output(Path(output))  # before reading images and translating
     images = load_images(paths, info.image_size)
     source = source_labels(images, names, given, classifier_path)
     targets = stargan.apply_changes(source.labels, names, change_map)
-    results = translate(generator, images, targets)
+    results = _check_finite(translate(generator, images, targets))
     pixels = to_uint8(results)
     entries = []
     for index, (path, destination) in enumerate(zip(paths, destinations)):
@@ -182,10 +210,11 @@ def grid_files(image_paths: Sequence[str | os.PathLike], output: str | os.PathLi
     generator, info = stargan.load_stargan_generator(ckpt, device=resolve_device(device))
     names = info.attribute_names
     given = stargan.parse_assignments(source_attrs, names, "--source-attrs")
+    _prepare_output(output)  # before reading images and translating
     paths = [Path(p) for p in image_paths]
     images = load_images(paths, info.image_size)
     source = source_labels(images, names, given, classifier_path)
-    columns = [images] + [translate(generator, images, target)
+    columns = [images] + [_check_finite(translate(generator, images, target))
                           for target in stargan.single_attribute_targets(source.labels, names)]
     tiles = torch.stack(columns, dim=1).flatten(0, 1)
     output.parent.mkdir(parents=True, exist_ok=True)

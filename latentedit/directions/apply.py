@@ -8,7 +8,10 @@ images (inverted first) in, sweeps and edited latents with a manifest out.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -140,28 +143,134 @@ def _read_noise_file(path: Path, generator: Generator) -> list[torch.Tensor] | N
         return None
 
 
+#: Units of ``--strength`` in :func:`apply_to_folder`.
+STRENGTH_UNITS = ("spread", "raw")
+#: Edited W+ rows farther than this many W spreads from the mean w get a warning (99 % of mapped w of the
+#: shipped model lie within 1.31 spreads, the farthest of 10,000 at 1.54).
+FAR_SPREADS = 2.0
+#: Farther than this is refused: the generator has never seen anything like it and renders saturated noise.
+MAX_SPREADS = 20.0
+#: Names of files in a latent folder that are not one latent per file.
+_BATCH_FILES = ("w_plus.npy",)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentSource:
+    """One latent to edit: W+ ``[n, num_ws, w_dim]``, output names ``[n]``, noise, and its provenance record."""
+
+    names: list[str]
+    w_plus: torch.Tensor
+    noise: str | list[torch.Tensor]
+    record: dict
+
+
+@torch.no_grad()
+def w_distribution(generator: Generator) -> tuple[torch.Tensor, float]:
+    """The mean w ``[w_dim]`` and the W spread: the RMS distance of 10,000 seeded mapped w from their mean.
+
+    The spread is the unit of ``--strength`` (:func:`strength_scale`) and of the far-from-W warning. The same
+    seeded samples as the projector's latent-noise scale (:func:`latentedit.invert.optimize.w_spread`).
+    """
+    from latentedit.invert.optimize import w_spread
+
+    return generator.mean_w().detach().float().cpu(), w_spread(generator)
+
+
+def strength_scale(direction: np.ndarray, rows: Sequence[int], spread: float, unit: str) -> float:
+    """The raw multiplier of ``direction`` that one unit of strength means.
+
+    ``unit="spread"``: strength 1 moves the most-moved chosen W+ row by one W spread, whatever the direction's
+    norm (a W direction moves every chosen row by the same amount). ``unit="raw"``: strength multiplies the
+    stored array as it is (the behaviour before units, and what ``evaluate edit`` measures).
+    """
+    if unit == "raw":
+        return 1.0
+    if unit != "spread":
+        raise InputError(f"strength unit must be one of {', '.join(STRENGTH_UNITS)}, got {unit!r}")
+    vector = np.asarray(direction, np.float64)
+    row_norm = float(np.linalg.norm(vector)) if vector.ndim == 1 else float(np.linalg.norm(vector[list(rows)],
+                                                                                           axis=1).max())
+    if row_norm == 0.0:
+        raise InputError("the direction is zero on every chosen W+ row: pick --layers where it is not")
+    return spread / row_norm
+
+
+def _latent_folder_files(folder: Path) -> list[Path]:
+    """The latent files of a folder, as ``invert``, ``pulse`` and ``generate`` write them, sorted by name."""
+    files = sorted(p for p in folder.glob("*.npy") if p.is_file() and not p.name.startswith("."))
+    singles = [p for p in files if p.name not in _BATCH_FILES]
+    # generate writes each image's W+ and also all of them as w_plus.npy: take each once.
+    return singles or files
+
+
+def _batch_names(path: Path, count: int) -> list[str]:
+    """Names for the latents of a batch file: the names its folder's manifest lists (``generate`` writes
+    ``seed0000``...), else ``<stem>_0000``..."""
+    stem = path.stem
+    manifest_path = path.with_name("manifest.json")
+    if count > 1 and manifest_path.is_file():
+        try:
+            names = json.loads(manifest_path.read_text()).get("names")
+        except (OSError, ValueError, AttributeError):
+            names = None
+        if isinstance(names, list) and len(names) == count and all(isinstance(n, str) for n in names):
+            return list(names)
+    return [stem] if count == 1 else [f"{stem}_{i:04d}" for i in range(count)]
+
+
+def _load_latent_source(generator: Generator, path: Path, generator_sha: str | None,
+                        log: Callable[[str], None]) -> LatentSource:
+    from latentedit.latents import as_w_or_w_plus, load_latent_file
+
+    array = load_latent_file(path)
+    w_plus = generator.broadcast_w(as_w_or_w_plus(array, generator.num_ws, generator.w_dim,
+                                                  name=f"latent {path}")).contiguous()
+    record = {"path": str(path), "kind": "latent", "shape": list(array.shape), "sha256": lio.sha256_file(path)}
+    recorded = recorded_generator_sha256(latent_record(path))
+    if recorded and generator_sha and recorded != generator_sha:
+        log(f"latent {path} was made with generator {recorded[:12]}, not this one ({generator_sha[:12]})")
+    noise: str | list[torch.Tensor] = "const"
+    noise_path = path.with_name(f"{path.stem}_noise.npz")
+    if w_plus.shape[0] == 1 and noise_path.is_file():
+        maps = _read_noise_file(noise_path, generator)
+        if maps is not None:
+            noise = maps
+            record["noise"] = str(noise_path)
+        else:
+            log(f"{noise_path} does not fit this generator; rendering with its stored noise instead")
+    return LatentSource(_batch_names(path, w_plus.shape[0]), w_plus, noise, record)
+
+
 def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, latent_path: str | os.PathLike,
                     out_dir: str | os.PathLike, strengths: Sequence[float], *,
-                    layers: str | Sequence[int] | None = None,
+                    layers: str | Sequence[int] | None = None, strength_unit: str = "spread",
                     checkpoint_info: Mapping | None = None, invert_settings=None, to_distance: bool = False,
                     log: Callable[[str], None] | None = None, progress: bool = False) -> dict:
     """What ``latentedit apply-direction`` runs.
+
+    ``latent_path``: a ``.npy`` latent (W ``[w_dim]``, W+ ``[num_ws, w_dim]`` or a batch ``[N, ...]``); a folder of
+    them (every ``*.npy`` in it, as ``invert``, ``pulse`` and ``generate`` write them; ``generate``'s combined
+    ``w_plus.npy`` is skipped when the per-image files are there); or an image, which is first inverted
+    (:func:`latentedit.invert.invert`, ``invert_settings``; default settings otherwise) and saved as
+    ``<stem>_inverted.npy`` / ``.png``. A noise file beside a latent (``<stem>_noise.npz``, as ``pulse`` and
+    ``invert --noise optimize`` write) is used for rendering it; otherwise the generator's stored noise.
+
+    ``strength_unit`` (:func:`strength_scale`): ``"spread"`` (default) counts strengths in W spreads, the RMS
+    distance of mapped w from their mean, so strength 1 moves the most-moved chosen row by one spread for
+    every direction; ``"raw"`` multiplies the stored array. An edited row farther than :data:`FAR_SPREADS`
+    spreads from the mean w gets one warning naming the distance; farther than :data:`MAX_SPREADS` is an
+    InputError (nothing is written).
 
     ``to_distance``: ``strengths`` are target signed distances to the SVM boundary in the direction's
     sidecar (:func:`apply_to_distance`); files are then named ``<name>_d<distance>`` and the manifest
     records each latent's step.
 
-    ``latent_path``: a ``.npy`` latent (W ``[w_dim]``, W+ ``[num_ws, w_dim]`` or a batch ``[N, ...]``), or an
-    image, which is first inverted (:func:`latentedit.invert.invert`, ``invert_settings``; default
-    settings otherwise) and saved as ``<stem>_inverted.npy`` / ``.png``. A noise file beside a single
-    latent (``<stem>_noise.npz``, as ``pulse`` and ``invert --noise optimize`` write) is used for
-    rendering; otherwise the generator's stored noise. Writes, for each latent ``<name>`` and strength
-    ``s``, ``<name>_s<s>.npy`` (W+ ``[num_ws, w_dim]``) and ``.png``, then ``sweep.png`` (one row per
+    Writes, for each latent ``<name>`` (the source file's stem, or the names its batch's manifest lists) and
+    strength ``s``, ``<name>_s<s>.npy`` (W+ ``[num_ws, w_dim]``) and ``.png``, then ``sweep.png`` (one row per
     latent, one column per strength) and ``manifest.json``. ``log`` receives one-line warnings;
     ``progress`` shows the inversion's progress bar. Returns the manifest.
     """
     from latentedit.image_files import IMAGE_SUFFIXES
-    from latentedit.latents import as_w_or_w_plus, load_latent_file
 
     log = log or (lambda message: warnings.warn(message, stacklevel=2))
     out_dir = Path(out_dir)
@@ -177,42 +286,59 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
     if len(set(names_for)) != len(names_for):
         raise InputError(f"strengths {names_for} repeat after rounding to 6 significant digits; give distinct values")
     rows = parse_layers(layers, generator.num_ws)
+    files = _latent_folder_files(latent_path) if latent_path.is_dir() else [latent_path]
+    if latent_path.is_dir() and not files:
+        raise InputError(f"no .npy latents in {latent_path}: invert images first (latentedit invert IMAGE -o "
+                         f"{latent_path}) or pass --latent FILE")
+    if not latent_path.exists():
+        raise InputError(f"latent {latent_path} does not exist: invert an image first (latentedit invert IMAGE) or "
+                         f"pass --latent FILE.npy")
+    mean_w, spread = w_distribution(generator)
+    scale = 1.0 if boundary is not None else strength_scale(direction.vector, rows, spread, strength_unit)
 
-    source: dict = {"path": str(latent_path)}
-    noise: str | list[torch.Tensor] = "const"
-    stem = latent_path.stem
-    if latent_path.suffix.lower() in IMAGE_SUFFIXES:
-        latent, inverted_noise, source = _invert_image(generator, latent_path, out_dir, invert_settings, log,
+    if latent_path.is_dir():
+        sources = [_load_latent_source(generator, path, generator_sha, log) for path in files]
+    elif latent_path.suffix.lower() in IMAGE_SUFFIXES:
+        lio.prepare_output_dir(out_dir)  # before the inversion, the long part
+        latent, inverted_noise, record = _invert_image(generator, latent_path, out_dir, invert_settings, log,
                                                        progress)
         w_plus = generator.broadcast_w(torch.from_numpy(latent)[None]).contiguous()
-        if inverted_noise is not None:
-            noise = inverted_noise
+        sources = [LatentSource([latent_path.stem], w_plus,
+                                inverted_noise if inverted_noise is not None else "const", record)]
     else:
-        array = load_latent_file(latent_path)
-        w_plus = generator.broadcast_w(as_w_or_w_plus(array, generator.num_ws, generator.w_dim,
-                                                      name=f"latent {latent_path}")).contiguous()
-        source.update(kind="latent", shape=list(array.shape), sha256=lio.sha256_file(latent_path))
-        recorded = recorded_generator_sha256(latent_record(latent_path))
-        if recorded and generator_sha and recorded != generator_sha:
-            log(f"latent {latent_path} was made with generator {recorded[:12]}, not this one ({generator_sha[:12]})")
-        noise_path = latent_path.with_name(f"{stem}_noise.npz")
-        if w_plus.shape[0] == 1 and noise_path.is_file():
-            maps = _read_noise_file(noise_path, generator)
-            if maps is not None:
-                noise = maps
-                source["noise"] = str(noise_path)
-            else:
-                log(f"{noise_path} does not fit this generator; rendering with its stored noise instead")
-    count = w_plus.shape[0]
-    latent_names = [stem] if count == 1 else [f"{stem}_{i:04d}" for i in range(count)]
+        sources = [_load_latent_source(generator, latent_path, generator_sha, log)]
+    latent_names = [name for source in sources for name in source.names]
+    if len(set(latent_names)) != len(latent_names):
+        raise InputError(f"latent names repeat in {latent_path} ({latent_names}); edit the files one at a time")
+
+    w_plus = torch.cat([source.w_plus for source in sources])
     steps = None
     if boundary is None:
-        edited = apply_direction(w_plus, direction.vector, strengths, rows)
+        edited = apply_direction(w_plus, direction.vector, [s * scale for s in strengths], rows)
     else:
         edited, steps = apply_to_distance(w_plus, direction.vector, boundary, strengths, rows)
+    far = (edited[:, :, rows, :] - mean_w).norm(dim=-1).div(spread)  # [N, strengths, rows]
+    farthest = float(far.max())
+    if not math.isfinite(farthest) or farthest > MAX_SPREADS:
+        raise InputError(f"these strengths put edited latents {farthest:.3g} W spreads from the mean w (the "
+                         f"generator's own latents lie within about 1.5); use strengths below "
+                         f"{MAX_SPREADS:g} spreads")
+    if farthest > FAR_SPREADS:
+        index = np.unravel_index(int(far.argmax()), tuple(far.shape))
+        log(f"strength {strengths[index[1]]:g} puts W+ row {rows[index[2]]} of {latent_names[index[0]]} "
+            f"{farthest:.2f} W spreads from the mean w, far outside the generator's W distribution (99 % of "
+            f"mapped w lie within about 1.3); expect artefacts")
+
+    lio.prepare_output_dir(out_dir)
     prefix = "s" if boundary is None else "d"
-    images = render_latents(generator, edited.reshape(-1, generator.num_ws, generator.w_dim), noise=noise)
-    pixels = lio.to_uint8(images).reshape(count, len(strengths), *images.shape[2:], 3)
+    pixels_per_source, offset = [], 0
+    for source in sources:
+        count = source.w_plus.shape[0]
+        chunk = edited[offset:offset + count].reshape(-1, generator.num_ws, generator.w_dim)
+        images = render_latents(generator, chunk, noise=source.noise)
+        pixels_per_source.append(lio.to_uint8(images).reshape(count, len(strengths), *images.shape[2:], 3))
+        offset += count
+    pixels = np.concatenate(pixels_per_source)
     files = []
     edited_np = edited.numpy().astype(np.float32)
     for i, latent_name in enumerate(latent_names):
@@ -222,6 +348,7 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
             lio.save_png(out_dir / f"{name}.png", pixels[i, j])
             files += [f"{name}.npy", f"{name}.png"]
     lio.save_png(out_dir / "sweep.png", lio.make_grid(pixels.reshape(-1, *pixels.shape[2:]), columns=len(strengths)))
+    source_records = [source.record for source in sources]
     manifest = {
         "command": "apply-direction",
         "checkpoint": checkpoint_info,
@@ -230,16 +357,24 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
                       "norm": round(float(np.linalg.norm(direction.vector)), 6),
                       "method": direction.meta.get("method"),
                       "generator_sha256": recorded_generator_sha256(direction.meta)},
-        "source": source,
+        "source": source_records[0] if len(source_records) == 1 else {"path": str(latent_path), "kind": "folder",
+                                                                      "latents": source_records},
         "strengths": strengths,
         "mode": "strength" if boundary is None else "distance",
+        **({} if boundary is not None else {"strength_unit": strength_unit, "w_spread": round(spread, 6),
+                                            "raw_strengths": [round(s * scale, 6) for s in strengths]}),
         **({} if steps is None else {"distance_before": [round(float(d), 6) for d in
                                                          boundary.distance(w_plus, rows)],
                                      "steps": [[round(float(x), 6) for x in row] for row in steps]}),
         "layers": format_layers(rows),
-        "noise": "from " + source["noise"] if "noise" in source else "const (the generator's stored maps)",
+        "farthest_w_spreads": round(farthest, 4),
+        "noise": ("from " + source_records[0]["noise"] if "noise" in source_records[0] else
+                  "const (the generator's stored maps)") if len(sources) == 1 else
+                 "per latent: its <stem>_noise.npz when present, else the generator's stored maps",
         "names": latent_names,
-        "definition": ("edited = latent + strength * direction on the chosen W+ rows (W directions broadcast)"
+        "definition": ("edited = latent + raw_strength * direction on the chosen W+ rows (W directions broadcast); "
+                       "raw_strength = strength * w_spread / (largest norm of the direction over the chosen rows) "
+                       "with strength_unit 'spread', = strength with 'raw'"
                        if boundary is None else
                        "edited = latent + step * direction on the chosen W+ rows, step = (distance - distance_before) "
                        "/ (normal . direction); distance = mean over the chosen rows of normal . w + offset"),

@@ -89,7 +89,10 @@ def parse_strengths(text: str | float | Sequence[float]) -> list[float]:
                     raise InputError(f"strength sweep {text!r}: the count must be between 1 and 1000")
                 values = np.linspace(start, stop, count).tolist()
             else:
-                values = [float(part) for part in cleaned.split(",") if part.strip()]
+                parts = cleaned.split(",")
+                if len(parts) > 1 and not all(part.strip() for part in parts):
+                    raise InputError(f"bad strength list {text!r}: an empty entry between commas (write 0,1,2)")
+                values = [float(part) for part in parts if part.strip()]
         except ValueError:
             raise InputError(f"bad strength {text!r}: use a number (1.5), a sweep START:STOP:COUNT (-3:3:7) or a "
                              f"list (0,1,2)") from None

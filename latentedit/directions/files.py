@@ -143,14 +143,12 @@ def load_direction(path: str | os.PathLike) -> Direction:
     InputError for a missing or unreadable file or an array that is not W / W+ shaped. A sidecar that
     is not valid JSON is not an error: ``sidecar_problem`` says what is wrong and ``meta`` is ``{}``.
     """
+    from latentedit.latents import read_npy_array
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"direction file {path} does not exist")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise InputError(f"cannot read direction {path}: not a valid .npy array ({error})") from error
-    vector = as_direction_array(array, name=f"direction {path}")
+    vector = as_direction_array(read_npy_array(path, "direction"), name=f"direction {path}")
+    if not vector.any():
+        raise InputError(f"direction {path} is all zeros: adding it changes nothing (was it saved from a failed run?)")
     meta, problem = {}, None
     side = sidecar_path(path)
     if side.is_file():

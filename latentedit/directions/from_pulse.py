@@ -68,6 +68,11 @@ def run_pulse_pairs(generator: Generator, reference_a: torch.Tensor, reference_b
         for reference, results in ((reference_a, results_a), (reference_b, results_b)):
             batch = reference[None].expand(len(chunk), -1, -1, -1)
             results.extend(run_pulse(generator, batch, chunk, settings, fit=fit, progress=progress))
+    failed = [(seed, r.error) for seed, r in zip(list(seeds) * 2, results_a + results_b) if r.error is not None]
+    if failed:
+        # A diverged search has no usable latent: a mean over it would be NaN.
+        raise InputError(f"PULSE failed for seed {failed[0][0]} ({failed[0][1]}); {len(failed)} search(es) in all. "
+                         f"Lower --lr or drop those seeds")
     return PulsePairs(
         seeds=seeds,
         w_a=torch.stack([r.w_plus for r in results_a]), w_b=torch.stack([r.w_plus for r in results_b]),

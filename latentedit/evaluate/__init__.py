@@ -10,13 +10,14 @@
   their true counterfactuals (``latentedit evaluate stargan``).
 """
 from latentedit.evaluate.classifier import AttributeClassifier, TrainOptions, evaluate_classifier, extract_features, \
-    fd_toy, format_accuracy_table, load_attribute_classifier, load_classifier, predict_attributes, prepare_images, read_classifier_metadata, \
-    shipped_classifier_path, train_classifier
+    fd_toy, format_accuracy_table, load_attribute_classifier, load_classifier, predict_attributes, prepare_images, \
+    read_classifier_metadata, shipped_classifier_path, train_classifier
 from latentedit.evaluate.edit import edit_record, evaluate_direction, evaluate_directions, evaluate_edit_to_folder
 from latentedit.evaluate.generator import attribute_frequency_hook, evaluate_generator, format_report, sample_images
 from latentedit.evaluate.translators import evaluate_stargan, evaluate_stargan_to_folder
 
-__all__ = ["AttributeClassifier", "TrainOptions", "train_classifier", "load_classifier", "load_attribute_classifier", "predict_attributes",
+__all__ = ["AttributeClassifier", "TrainOptions", "train_classifier", "load_classifier", "load_attribute_classifier",
+           "predict_attributes",
            "prepare_images", "extract_features", "fd_toy", "evaluate_classifier", "format_accuracy_table",
            "read_classifier_metadata", "shipped_classifier_path",
            "evaluate_direction", "evaluate_directions", "edit_record", "evaluate_edit_to_folder",

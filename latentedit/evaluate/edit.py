@@ -33,6 +33,8 @@ Summary per direction: ``best`` is the strength with the highest success rate (t
 ``target_success`` (None if none does), with everything measured there; ``best_psnr`` (inverted
 sources) the strength whose edit is closest to the counterfactual.
 
+``strength_unit="spread"`` counts strengths in W spreads as ``apply-direction`` does
+(:func:`latentedit.directions.apply.strength_scale`); the default ``"raw"`` multiplies the stored arrays.
 ``normalize`` rescales each direction to magnitude 1 (:func:`latentedit.directions.direction_magnitude`:
 the norm of a W direction, the RMS row norm of a W+ one) so that one strength scale moves every
 direction equally far and their side effects compare at equal edit size.
@@ -54,7 +56,8 @@ from latentedit import io as lio
 from latentedit.data import toyfaces
 from latentedit.directions.apply import apply_direction, apply_to_distance, render_latents
 from latentedit.directions.arithmetic import direction_magnitude
-from latentedit.directions.arrays import as_direction_array, check_direction_shape, format_layers, format_strength, parse_layers
+from latentedit.directions.arrays import as_direction_array, check_direction_shape, format_layers, format_strength, \
+    parse_layers
 from latentedit.directions.files import Boundary, boundary_of, direction_problems, load_direction
 from latentedit.errors import InputError
 from latentedit.model.generator import Generator
@@ -92,6 +95,42 @@ def psnr_per_image(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse.clamp_min(1e-10))
 
 
+#: Source groups reported separately (toyfaces classifiers): bald heads, then the hair colour the classifier
+#: finds most likely. An edit that works on average can fail on one of them (gray hair to blond, say).
+SOURCE_GROUPS = ("black", "brown", "gray", "blond", "bald")
+_GROUP_OF_COLOUR = {"Black_Hair": "black", "Brown_Hair": "brown", "Gray_Hair": "gray", "Blond_Hair": "blond"}
+
+
+def source_groups(probs: np.ndarray, names: Sequence[str]) -> list[str] | None:
+    """The group of every source ``[N]`` from its classifier probabilities ``[N, A]``: ``bald`` when Bald >= 0.5,
+    else the most likely hair colour; None when the classifier lacks these attributes (no groups)."""
+    names = list(names)
+    if "Bald" not in names or not all(colour in names for colour in _GROUP_OF_COLOUR):
+        return None
+    colours = list(_GROUP_OF_COLOUR)
+    colour_probs = np.asarray(probs)[:, [names.index(c) for c in colours]]
+    bald = np.asarray(probs)[:, names.index("Bald")] >= 0.5
+    return ["bald" if is_bald else _GROUP_OF_COLOUR[colours[int(k)]]
+            for is_bald, k in zip(bald, colour_probs.argmax(axis=1))]
+
+
+def group_records(edited_probs: np.ndarray, original_probs: np.ndarray, names: Sequence[str], attribute: str,
+                  groups: Sequence[str], watch: Sequence[str]) -> dict[str, dict]:
+    """Per source group: ``n``, ``success_rate``, ``side_effect_mean`` and the watched attributes' flip rates."""
+    column = list(names).index(attribute)
+    counted = side_effect_attributes(attribute, names)
+    out = {}
+    for group in SOURCE_GROUPS:
+        index = np.array([i for i, g in enumerate(groups) if g == group], dtype=int)
+        if not len(index):
+            continue
+        flips = flip_rates(original_probs[index], edited_probs[index], names, counted)
+        out[group] = {"n": int(len(index)), "success_rate": float((edited_probs[index, column] >= 0.5).mean()),
+                      "side_effect_mean": float(np.mean(list(flips.values()))) if flips else 0.0,
+                      "watched": {name: flips.get(name) for name in watch}}
+    return out
+
+
 @dataclasses.dataclass
 class EditSources:
     """The latents an evaluation edits.
@@ -121,8 +160,10 @@ def _column(classifier, attribute: str) -> int:
 
 @torch.no_grad()
 def generated_sources(generator: Generator, classifier, attribute: str, n: int, seed: int = 0, *,
-                      batch_size: int = 64, max_draws: int | None = None, progress: bool = False) -> EditSources:
-    """The first ``n`` generated samples (psi 1, stored noise) that the classifier labels as lacking ``attribute``.
+                      batch_size: int = 64, max_draws: int | None = None, progress: bool = False,
+                      present: bool = False) -> EditSources:
+    """The first ``n`` generated samples (psi 1, stored noise) that the classifier labels as lacking ``attribute``
+    (with ``present``: as having it already, to measure what an edit does to them).
 
     z come from ``torch.Generator().manual_seed(seed)``, :data:`DRAW_BLOCK` at a time; at most
     ``max_draws`` (default ``max(50 n, 5000)``) are drawn, then InputError.
@@ -139,7 +180,8 @@ def generated_sources(generator: Generator, classifier, attribute: str, n: int, 
     rng = torch.Generator().manual_seed(int(seed))
     kept_w, ids = [], []
     drawn = 0
-    with tqdm(total=n, desc=f"sources lacking {attribute}", unit="latent", disable=not progress, leave=False) as bar:
+    wording = "having" if present else "lacking"
+    with tqdm(total=n, desc=f"sources {wording} {attribute}", unit="latent", disable=not progress, leave=False) as bar:
         while len(ids) < n and drawn < max_draws:
             z = torch.randn(DRAW_BLOCK, generator.w_dim, generator=rng)
             for start in range(0, DRAW_BLOCK, batch_size):
@@ -148,21 +190,22 @@ def generated_sources(generator: Generator, classifier, attribute: str, n: int, 
                 w = generator.mapping(z[start:start + batch_size].to(device))
                 images = generator.synthesis(w, "const").float().cpu()
                 probs = predict_attributes(classifier, images, batch_size=batch_size).numpy()
-                for i in np.flatnonzero(probs[:, column] < 0.5)[:n - len(ids)]:
+                chosen = probs[:, column] >= 0.5 if present else probs[:, column] < 0.5
+                for i in np.flatnonzero(chosen)[:n - len(ids)]:
                     kept_w.append(w[i].cpu())
                     ids.append(drawn + start + int(i))
                     bar.update(1)
             drawn += DRAW_BLOCK
     if len(ids) < n:
-        raise InputError(f"only {len(ids)} of {drawn} generated samples lack {attribute} (need {n}); lower --n or "
-                         f"use another attribute")
+        raise InputError(f"only {len(ids)} of {drawn} generated samples {'have' if present else 'lack'} {attribute} "
+                         f"(need {n}); lower --n{' / --n-present' if present else ''} or use another attribute")
     w_plus = generator.broadcast_w(torch.stack(kept_w)).contiguous()
     # Rendered again exactly as the edits will be (same batching), so that strength 0 reproduces them bit for bit.
     originals = render_latents(generator, w_plus, batch_size)
     return EditSources(kind="generated", ids=ids, w_plus=w_plus, originals=originals,
                        probs=predict_attributes(classifier, originals, batch_size=batch_size).numpy(),
                        details={"seed": int(seed), "drawn": drawn, "truncation_psi": 1.0, "noise": "const",
-                                "selection": f"classifier probability of {attribute} < 0.5"})
+                                "selection": f"classifier probability of {attribute} {'>=' if present else '<'} 0.5"})
 
 
 def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -299,13 +342,16 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
 @torch.no_grad()
 def evaluate_direction(generator: Generator, classifier, sources: EditSources, direction, attribute: str,
                        strengths: Sequence[float], *, layers: Sequence[int] | None = None, lpips_metric=None,
-                       batch_size: int = 64, keep: int = 8, boundary: Boundary | None = None
-                       ) -> tuple[list[dict], torch.Tensor]:
+                       batch_size: int = 64, keep: int = 8, boundary: Boundary | None = None,
+                       watch: Sequence[str] = DEFAULT_WATCH) -> tuple[list[dict], torch.Tensor]:
     """Measure one direction at every strength (see the module docstring for each metric).
 
     With a ``boundary``, each "strength" is a target signed distance to that SVM boundary instead
     (:func:`latentedit.directions.apply_to_distance`: every source gets its own step); the records then
     also hold ``median_step``, the median absolute step along the direction.
+
+    Each record also holds ``by_group`` (:func:`group_records`: the same measures per source group, when the
+    classifier knows the groups' attributes).
 
     Returns the per-strength records and the renders of the first ``keep`` sources ``[keep, S, 3, size, size]``.
     """
@@ -320,6 +366,8 @@ def evaluate_direction(generator: Generator, classifier, sources: EditSources, d
         metric_device = next(lpips_metric.parameters()).device
         lpips_targets = [lpips_metric.target_features(sources.originals[i:i + batch_size].to(metric_device))
                          for i in range(0, len(sources.ids), batch_size)]
+    groups = source_groups(sources.probs, names)
+    watch = [name for name in watch if name in names]
     records, kept = [], []
     for strength in strengths:
         steps = None
@@ -337,7 +385,9 @@ def evaluate_direction(generator: Generator, classifier, sources: EditSources, d
         records.append({"strength": float(strength),
                         **({} if steps is None else {"median_step": float(steps.abs().median())}),
                         **edit_record(images, probs, sources.originals, sources.probs, names, attribute,
-                                      truths=sources.truths, lpips=lpips_value)})
+                                      truths=sources.truths, lpips=lpips_value),
+                        **({} if groups is None else
+                           {"by_group": group_records(probs, sources.probs, names, attribute, groups, watch)})})
         kept.append(images[:keep])
     return records, torch.stack(kept, dim=1)
 
@@ -396,7 +446,8 @@ def summarise(records: list[dict], target_success: float = 0.8, watch: Sequence[
 
 def evaluate_directions(generator: Generator, classifier, sources: EditSources, directions: Mapping[str, np.ndarray],
                         attribute: str, strengths: Sequence[float], *, layers: Sequence[int] | None = None,
-                        normalize: bool = False, lpips_metric=None, watch: Sequence[str] = DEFAULT_WATCH,
+                        normalize: bool = False, strength_unit: str = "raw", lpips_metric=None,
+                        watch: Sequence[str] = DEFAULT_WATCH,
                         target_success: float = 0.8, batch_size: int = 64, keep: int = 8,
                         boundaries: Mapping[str, Boundary] | None = None,
                         progress: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -423,7 +474,16 @@ def evaluate_directions(generator: Generator, classifier, sources: EditSources, 
     watch = [name for name in watch if name in side_effects]
     if boundaries is not None and set(boundaries) != set(directions):
         raise InputError("target distances need an SVM boundary for every direction")
+    if normalize and strength_unit != "raw":
+        raise InputError("--normalize and --strength-unit spread both rescale the directions; choose one")
+    spread = None
+    if strength_unit != "raw" and boundaries is None:
+        from latentedit.directions.apply import w_distribution
+
+        spread = w_distribution(generator)[1]
     result = {"attribute": attribute, "strengths": [float(s) for s in strengths], "normalize": normalize,
+              "strength_unit": strength_unit if boundaries is None else "distance",
+              **({} if spread is None else {"w_spread": spread}),
               "mode": "strength" if boundaries is None else "distance",
               "layers": format_layers(rows) if rows is not None else "all",
               "side_effect_attributes": side_effects,
@@ -435,13 +495,18 @@ def evaluate_directions(generator: Generator, classifier, sources: EditSources, 
         check_direction_shape(vector, generator.num_ws, generator.w_dim, name=f"direction {name}")
         magnitude = direction_magnitude(vector, rows if rows is not None and vector.ndim == 2 else None)
         scale = 1.0
+        if spread is not None:
+            from latentedit.directions.apply import strength_scale
+
+            scale = strength_scale(vector, rows if rows is not None else range(generator.num_ws), spread,
+                                   strength_unit)
         if normalize:
             if magnitude == 0:
                 raise InputError(f"direction {name} is zero on the edited rows; it cannot be normalised")
             scale = 1.0 / magnitude
         records, images = evaluate_direction(generator, classifier, sources, vector * scale, attribute, strengths,
                                              layers=rows, lpips_metric=lpips_metric, batch_size=batch_size, keep=keep,
-                                             boundary=None if boundaries is None else boundaries[name])
+                                             boundary=None if boundaries is None else boundaries[name], watch=watch)
         result["directions"][name] = {"magnitude": magnitude, "scale": scale, "per_strength": records,
                                       "summary": summarise(records, target_success, watch)}
         kept[name] = images
@@ -476,6 +541,8 @@ def format_markdown(result: dict) -> str:
                      + (f" (held-out toyfaces, seed {sources['details'].get('seed')})" if inverted else "")
                      + f"; strengths {', '.join(format_strength(s) for s in result['strengths'])}"
                      + (" (directions normalised to magnitude 1)" if result.get("normalize") else "")
+                     + (f" (in W spreads of {result['w_spread']:.4g}: strength 1 moves the most-moved row that far)"
+                        if result.get("w_spread") else "")
                      + f"; layers {result.get('layers', 'all')}.")
     if result.get("mode") == "distance":
         lines.append("Each strength is a target signed distance to the direction's SVM boundary: every source is "
@@ -509,7 +576,8 @@ def format_markdown(result: dict) -> str:
         target = entry["summary"]["first_at_target"]
         lines += ["", f"## {name}", "",
                   f"Magnitude {entry['magnitude']:.4g}"
-                  + (f", scaled by {entry['scale']:.4g}" if result.get("normalize") else "") + ". "
+                  + (f", scaled by {entry['scale']:.4g}" if result.get("normalize") or result.get("w_spread")
+                     else "") + ". "
                   + (f"First strength reaching {_pct(entry['summary']['target_success'])} success: "
                      f"{format_strength(target['strength'])}." if target else
                      f"No strength reaches {_pct(entry['summary']['target_success'])} success."), ""]
@@ -525,6 +593,22 @@ def format_markdown(result: dict) -> str:
             if inverted:
                 row.append(f"{record['psnr_to_truth_db']:.2f} dB")
             lines.append("| " + " | ".join(row) + " |")
+        lines += _group_table(entry["per_strength"], watch)
+    present = result.get("present")
+    if present:
+        lines += ["", f"## Sources that already have {attribute}", "",
+                  f"{present['count']} generated sources the classifier already labels {attribute} (seed "
+                  f"{present['details'].get('seed')}), edited the same way. Kept = still labelled {attribute}; an edit "
+                  f"should keep it and change little else.", ""]
+        header = ["direction", "strength", "kept", "mean side effect"] + [f"{w} flips" for w in watch] + \
+            ["pixel change"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name, records in present["directions"].items():
+            for record in records:
+                row = [name, format_strength(record["strength"]), _pct(record["success_rate"]),
+                       _pct(record["side_effect_mean"])] + [_pct(record["flips"].get(w)) for w in watch] + \
+                    [_num(record["pixel_change"])]
+                lines.append("| " + " | ".join(row) + " |")
     counted = result["side_effect_attributes"]
     lines += ["", "## Flip rate of every other attribute at the best strength", "",
               "| direction (strength) | " + " | ".join(counted) + " |", "|" + "---|" * (len(counted) + 1)]
@@ -534,6 +618,26 @@ def format_markdown(result: dict) -> str:
         lines.append(f"| {name} ({format_strength(strength)}) | "
                      + " | ".join(f"{100 * record['flips'][a]:.0f}" for a in counted) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _group_table(records: list[dict], watch: Sequence[str]) -> list[str]:
+    """Success and watched flips per source group and strength (empty when there are no groups)."""
+    if not records or "by_group" not in records[0]:
+        return []
+    groups = list(records[0]["by_group"])
+    counts = {group: records[0]["by_group"][group]["n"] for group in groups}
+    watched = f" / {', '.join(watch)} flips" if watch else ""
+    lines = ["", f"By source group (success{watched}):", "",
+             "| strength | " + " | ".join(f"{group} (n={counts[group]})" for group in groups) + " |",
+             "|" + "---|" * (len(groups) + 1)]
+    for record in records:
+        cells = []
+        for group in groups:
+            entry = record["by_group"][group]
+            cells.append(_pct(entry["success_rate"])
+                         + "".join(f" / {_pct(entry['watched'].get(w))}" for w in watch))
+        lines.append(f"| {format_strength(record['strength'])} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_result(result: dict, path: str | os.PathLike) -> None:
@@ -631,14 +735,19 @@ def direction_names(paths: Sequence[str]) -> list[tuple[str, str]]:
 def evaluate_edit_to_folder(generator: Generator, classifier, vec_paths: Sequence[str], attribute: str,
                             strengths: Sequence[float], out_dir: str | os.PathLike, *, source: str = "generated",
                             n: int = 100, seed: int = 0, start: int = 0, layers: str | Sequence[int] | None = None,
-                            normalize: bool = False, invert_settings=None, invert_batch: int = 8,
+                            normalize: bool = False, strength_unit: str = "raw", invert_settings=None,
+                            invert_batch: int = 8,
                             checkpoint_info: Mapping | None = None, classifier_info: Mapping | None = None,
                             watch: Sequence[str] = DEFAULT_WATCH, target_success: float = 0.8, batch_size: int = 64,
                             keep: int = 8, cache_dir: str | os.PathLike | None = None, to_distance: bool = False,
-                            log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+                            n_present: int = 0, log: Callable[[str], None] | None = None,
+                            progress: bool = True) -> dict:
     """What ``latentedit evaluate edit`` runs: load the directions, build the sources, evaluate, write the report.
 
     ``to_distance``: the strengths are target distances to each direction's SVM boundary (from its sidecar).
+
+    ``n_present``: also edit this many generated sources that already have the attribute (same ``seed``),
+    reported under ``present`` (``success_rate`` there is the rate that keep it).
 
     ``cache_dir`` (inverted sources): where inversions are kept between runs (default ``out_dir/inversions``).
     Returns the result (also written as ``edit_eval.json``).
@@ -687,11 +796,24 @@ def evaluate_edit_to_folder(generator: Generator, classifier, vec_paths: Sequenc
                                    cache_key={"generator_sha256": checkpoint_info.get("sha256")},
                                    perceptual=setup.loss, progress=progress)
     result, kept = evaluate_directions(generator, classifier, sources, directions, attribute, strengths,
-                                       layers=layers, normalize=normalize, lpips_metric=lpips_metric, watch=watch,
+                                       layers=layers, normalize=normalize, strength_unit=strength_unit,
+                                       lpips_metric=lpips_metric, watch=watch,
                                        target_success=target_success, batch_size=batch_size, keep=keep,
                                        boundaries=boundaries if to_distance else None, progress=progress)
     for name, info in direction_info.items():
         result["directions"][name]["file"] = info
+    if n_present:
+        with_attribute = generated_sources(generator, classifier, attribute, n_present, seed, batch_size=batch_size,
+                                           progress=progress, present=True)
+        present, _ = evaluate_directions(generator, classifier, with_attribute, directions, attribute, strengths,
+                                         layers=layers, normalize=normalize, strength_unit=strength_unit,
+                                         watch=watch,
+                                         target_success=target_success, batch_size=batch_size, keep=1,
+                                         boundaries=boundaries if to_distance else None)
+        result["present"] = {"count": len(with_attribute.ids), "ids": with_attribute.ids,
+                             "details": with_attribute.details,
+                             "directions": {name: entry["per_strength"]
+                                            for name, entry in present["directions"].items()}}
     result = {"command": "evaluate edit", **result,
               "sources": {"kind": sources.kind, "count": len(sources.ids), "ids": sources.ids,
                           "details": sources.details},

@@ -170,7 +170,9 @@ class ImageResult:
     ``target_psnr`` was reached (None when no target); ``loss_curve``: ``[{step, loss, mse, psnr_db}]``
     every :data:`CURVE_EVERY` steps plus the final state; ``frames``: ``[S, S, 3]`` uint8 renders for the
     progress video (empty unless asked for); ``wall_time_s``: seconds spent on the batch this image was
-    in (``batch_size`` images).
+    in (``batch_size`` images); ``error``: None, or why this image has no usable result (the optimisation
+    diverged: a loss, latent or render became NaN or infinite). A result with an ``error`` must not be
+    saved; :func:`invert_files` reports it as failed and writes nothing for it.
     """
 
     name: str
@@ -186,6 +188,7 @@ class ImageResult:
     frames: list[np.ndarray]
     wall_time_s: float
     batch_size: int
+    error: str | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,6 +325,7 @@ def invert(generator: Generator, targets: torch.Tensor, settings: InversionSetti
         curves: list[list[dict]] = [[] for _ in range(batch)]
         frames: list[list[np.ndarray]] = [[] for _ in range(batch)]
         last_frame_step = [-1] * batch
+        failures: list[str | None] = [None] * batch
         frame_every = max(1, settings.steps // settings.video_frames)
 
         def objective(rendered_latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -353,8 +357,16 @@ def invert(generator: Generator, targets: torch.Tensor, settings: InversionSetti
                 mse = image_mse01(images, targets).cpu()
                 psnr = psnr_from_mse(mse)
             losses = per_image.detach().cpu()
+            finite = torch.isfinite(losses) & torch.isfinite(mse)
             for i in range(batch):
                 if not active[i]:
+                    continue
+                if not finite[i]:
+                    # Diverged: this image stops here; its result is unusable and is reported as such.
+                    active[i] = False
+                    steps_used[i] = step
+                    failures[i] = (f"the optimisation diverged at step {step} (loss {float(losses[i])}); "
+                                   f"lower the learning rate (now {settings.lr:g})")
                     continue
                 if step % CURVE_EVERY == 0:
                     curves[i].append(_curve_entry(step, losses[i], mse[i]))
@@ -373,8 +385,9 @@ def invert(generator: Generator, targets: torch.Tensor, settings: InversionSetti
                 bar.set_postfix(loss=f"{losses[live].mean():.4f}", psnr=f"{psnr[live].mean():.2f}dB", refresh=False)
             if not active.any():
                 break
-            # Images that reached their target no longer contribute; their kept latent is what counts.
-            loss = (per_image * active.to(device=device, dtype=per_image.dtype)).sum()
+            # Images that reached their target (or diverged) no longer contribute; their kept latent is what
+            # counts. torch.where, not a product with the mask: NaN * 0 is NaN.
+            loss = torch.where(active.to(device), per_image, torch.zeros_like(per_image)).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -400,6 +413,18 @@ def invert(generator: Generator, targets: torch.Tensor, settings: InversionSetti
         for parameter, flag in zip(generator.parameters(), requires_grad):
             parameter.requires_grad_(flag)
 
+    for i in range(batch):
+        if failures[i] is not None:
+            continue
+        checks = [("latent", final_latent[i]), ("render", reconstruction[i]), ("loss", losses[i:i + 1]),
+                  ("MSE", mse[i:i + 1])]
+        if optimise_noise:
+            checks += [("noise", n[i]) for n in noise_maps]
+        bad = [what for what, values in checks if not bool(torch.isfinite(values).all())]
+        if bad:
+            failures[i] = (f"the optimisation diverged: the final {bad[0]} holds NaN or infinite values; lower the "
+                           f"learning rate (now {settings.lr:g})")
+
     results = []
     for i in range(batch):
         curve = curves[i]
@@ -414,7 +439,7 @@ def invert(generator: Generator, targets: torch.Tensor, settings: InversionSetti
             reconstruction=reconstruction[i].cpu(), mse=float(mse[i]), psnr_db=float(psnr_from_mse(float(mse[i]))),
             lpips=None if lpips_values is None else float(lpips_values[i]), steps=steps_used[i],
             reached_target=None if settings.target_psnr is None else kept_latent[i] is not None,
-            loss_curve=curve, frames=frames[i], wall_time_s=wall, batch_size=batch))
+            loss_curve=curve, frames=frames[i], wall_time_s=wall, batch_size=batch, error=failures[i]))
     return results
 
 
@@ -496,7 +521,14 @@ def _save_gif(path: Path, target_pixels: np.ndarray, frames: list[np.ndarray]) -
 
 def write_result(out_dir: str | os.PathLike, result: ImageResult, target: torch.Tensor, *, input_info: dict,
                  checkpoint_info: dict, settings: dict, perceptual_source: str | None, rank: int = 0) -> dict:
-    """Write every output of one image (atomically, manifest last) and return the manifest."""
+    """Write every output of one image (atomically, manifest last) and return the manifest.
+
+    InputError, with nothing written, for a result with an ``error`` or with non-finite values."""
+    if result.error is not None:
+        raise InputError(f"{result.name}: {result.error}; nothing was written for it")
+    if not (np.isfinite(result.latent).all() and bool(torch.isfinite(result.reconstruction).all())
+            and math.isfinite(result.mse)):
+        raise InputError(f"{result.name}: the result holds NaN or infinite values; nothing was written for it")
     paths = output_paths(out_dir, result.name)
     io.save_npy(paths["latent"], result.latent)
     reconstruction = io.to_uint8(result.reconstruction)[0]
@@ -534,21 +566,28 @@ def write_result(out_dir: str | os.PathLike, result: ImageResult, target: torch.
     return manifest
 
 
-def _finished(paths: dict[str, Path], checkpoint_sha256: str, settings: dict) -> dict | None:
-    """The manifest of an image already inverted with the same checkpoint and settings, else None.
+def _finished(paths: dict[str, Path], checkpoint_sha256: str, settings: dict,
+              latent_shape: tuple[int, ...]) -> tuple[dict | None, str | None]:
+    """Whether an image was already inverted with the same checkpoint and settings: ``(manifest, None)``
+    when its outputs can be reused, ``(None, None)`` when there is nothing to reuse, ``(None, reason)``
+    when outputs exist but are unusable (they are redone; ``reason`` is one line for the user).
 
-    Raises InputError when outputs exist but came from another checkpoint or other settings.
+    Reused only when the ``.json`` manifest parses, the ``.npy`` latent parses without pickle, has
+    ``latent_shape`` and is finite, and every file the manifest lists is there and not empty. Raises
+    InputError when valid outputs came from another checkpoint or other settings.
     """
     import json
 
-    if not paths["manifest"].is_file() or not paths["latent"].is_file():
-        return None
+    if not paths["manifest"].is_file():
+        return None, None  # never finished (the manifest is written last)
     try:
         manifest = json.loads(paths["manifest"].read_text())
         previous_sha = manifest["checkpoint"]["sha256"]
         previous = manifest["settings"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # unreadable leftovers are simply redone
+        manifest["metrics"]["psnr_db"] + 0.0
+        listed = [str(name) for name in manifest.get("files", [])]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return None, f"{paths['manifest'].name} is unreadable or incomplete ({type(error).__name__})"
     if previous_sha != checkpoint_sha256:
         raise InputError(f"{paths['manifest']} was made with another checkpoint; pass --overwrite or choose "
                          f"another output folder")
@@ -556,7 +595,26 @@ def _finished(paths: dict[str, Path], checkpoint_sha256: str, settings: dict) ->
     if changed:
         raise InputError(f"{paths['manifest']} was made with other settings ({', '.join(changed)}); pass "
                          f"--overwrite or choose another output folder")
-    return manifest
+    latent_file = paths["latent"]
+    if not latent_file.is_file():
+        return None, f"{latent_file.name} is missing"
+    try:
+        latent = np.load(latent_file, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None, f"{latent_file.name} is not a valid .npy array (truncated or corrupt)"
+    if not isinstance(latent, np.ndarray) or tuple(latent.shape) != tuple(latent_shape):
+        return None, (f"{latent_file.name} has shape {list(getattr(latent, 'shape', []))}, expected "
+                      f"{list(latent_shape)}")
+    if not np.issubdtype(latent.dtype, np.floating) or not np.isfinite(latent).all():
+        return None, f"{latent_file.name} holds non-finite or non-float values"
+    folder = paths["manifest"].parent
+    for name in listed:
+        if Path(name).name != name:
+            return None, f"{paths['manifest'].name} lists an unexpected file {name!r}"
+        file = folder / name
+        if not file.is_file() or file.stat().st_size == 0:
+            return None, f"{name} is missing or empty"
+    return manifest, None
 
 
 def _default_log(message: str) -> None:
@@ -572,12 +630,18 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
                  loaded: tuple | None = None) -> dict:
     """Invert image files and folders into ``out_dir``; what ``latentedit invert`` runs.
 
-    ``inputs``: image files and folders (folders: their images, sorted, not recursive). Per image
+    ``inputs``: image files and folders (folders: their images at any depth, sorted, hidden files and
+    the output folder skipped; a stem shared by images of different subfolders becomes
+    ``<subfolder>_<stem>``, see :func:`latentedit.image_files.list_named_images`). Per image
     ``<stem>`` it writes ``<stem>.npy`` (W+ ``[num_ws, w_dim]`` or W ``[w_dim]`` float32, readable by
     ``generate --latent``), ``<stem>.png``, ``<stem>_compare.png`` (target | reconstruction),
     ``<stem>_noise.npz`` (``--noise optimize``), ``<stem>_progress.gif`` (``save_video``) and
     ``<stem>.json`` (written last). Images whose outputs exist with the same checkpoint and settings
-    are skipped unless ``overwrite``; a bad image is reported through ``log`` and skipped. Under
+    are skipped unless ``overwrite``, after checking them (the manifest parses, the latent is a finite
+    array of the expected shape, the listed files exist); unusable outputs are redone with a one-line
+    note. A bad image, or one whose optimisation diverges (NaN / infinite loss), is reported through
+    ``log``, counted as failed, and nothing is written for it. The output folder is created and proven
+    writable before anything is loaded, and temporaries of an interrupted run are removed. Under
     ``torchrun`` (``WORLD_SIZE`` > 1) image ``i`` (input order) is inverted by rank ``i % world_size``
     (gloo on CPU, nccl on CUDA) and rank 0 writes the summary. Also writes ``summary.json`` (counts,
     per-image status and metrics, median PSNR) and returns it (every rank gets the whole summary;
@@ -586,15 +650,16 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     instead of the one ``settings`` asks for.
     """
     from latentedit.checkpoints import load_generator
-    from latentedit.image_files import list_images, load_image_tensor
+    from latentedit.image_files import list_named_images, load_image_tensor
     from latentedit.train.common import configure_cpu_threads, init_distributed
 
     settings = (settings or InversionSettings()).validated()
     log = log or _default_log
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    paths = list_images(list(inputs))
-    names = [p.stem for p in paths]
+    found = list_named_images(list(inputs), exclude=[out_dir])
+    paths = [path for path, _ in found]
+    names = [name for _, name in found]
     seen: dict[str, Path] = {}
     for path, name in zip(paths, names):
         if name in seen:
@@ -603,6 +668,13 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
         seen[name] = path
         if path.parent.resolve() == out_dir.resolve():
             raise InputError(f"the output folder {out_dir} holds the input {path}; choose another output folder")
+    # Before any work: the folder must be writable (else the error would come after the inversion).
+    io.prepare_output_dir(out_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        # Rank 0 cleans up before the process group forms, so no other rank is writing yet.
+        stale = io.remove_stale_temporaries(out_dir)
+        if stale:
+            log(f"removed {len(stale)} temporary file(s) left by an interrupted run in {out_dir}")
 
     context = init_distributed(device)
     try:
@@ -625,20 +697,26 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
 
         records = []
         pending = []
+        latent_shape = ((generator.num_ws, generator.w_dim) if settings.space == "w+" else (generator.w_dim,))
         mine = [i for i in range(len(paths)) if i % context.world_size == context.rank]
         for index in mine:
             path, name = paths[index], names[index]
             record = {"index": index, "name": name, "input": str(path), "rank": context.rank}
             try:
-                done = None if overwrite else _finished(output_paths(out_dir, name), checkpoint_info["sha256"],
-                                                        recorded)
+                done, redo = (None, None) if overwrite else _finished(
+                    output_paths(out_dir, name), checkpoint_info["sha256"], recorded, latent_shape)
+                if redo is not None:
+                    log(f"{prefix}{name}: previous outputs are not usable ({redo}); inverting it again")
                 if done is not None:
                     record.update(status="skipped", psnr_db=done["metrics"]["psnr_db"],
                                   lpips=done["metrics"].get("lpips"), steps=done.get("steps"),
                                   wall_time_s=done.get("wall_time_s"))
                     log(f"{prefix}{name}: already inverted (PSNR {done['metrics']['psnr_db']:.2f} dB); skipped")
                 else:
-                    target, input_info = load_image_tensor(path, generator.size)
+                    notes: list[str] = []
+                    target, input_info = load_image_tensor(path, generator.size, warn=notes.append)
+                    for note in notes:
+                        log(f"{prefix}warning: {note}")
                     if input_info["has_alpha"]:
                         input_info["note"] = "alpha channel ignored: the RGB values are inverted as stored"
                     pending.append((record, target, input_info))
@@ -658,6 +736,12 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
                              lpips_metric=perceptual.lpips_metric, progress=progress and context.is_main,
                              description=label if len(label) < 60 else label[:57] + "...")
             for (record, target, input_info), result in zip(chunk, results):
+                if result.error is not None:
+                    message = f"cannot invert {record['input']}: {result.error}; nothing was written for it"
+                    record.update(status="failed", error=message, steps=result.steps)
+                    log(f"{prefix}error: {message}; skipped")
+                    records.append(record)
+                    continue
                 write_result(out_dir, result, target, input_info=input_info, checkpoint_info=checkpoint_info,
                              settings=recorded, perceptual_source=perceptual.source, rank=context.rank)
                 record.update(status="inverted", psnr_db=round(result.psnr_db, 4), lpips=result.lpips,

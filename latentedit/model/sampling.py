@@ -56,7 +56,8 @@ def generate_to_folder(generator: Generator, out_dir: str | os.PathLike, *, chec
                        progress: bool = True) -> dict:
     """Write one PNG and one W+ ``.npy`` per image, a grid PNG, and ``manifest.json`` into ``out_dir``.
 
-    Exactly one of ``seeds`` and ``latent_path`` is given. Returns the manifest (also written).
+    Exactly one of ``seeds`` and ``latent_path`` is given. Returns the manifest (also written). The folder
+    is created and proven writable first; non-finite latents or images are an InputError, nothing written.
     """
     if (seeds is None) == (latent_path is None):
         raise InputError("give either seeds or a latent file, not both (and not neither)")
@@ -77,6 +78,8 @@ def generate_to_folder(generator: Generator, out_dir: str | os.PathLike, *, chec
         stem = Path(latent_path).stem
         names = [stem] if w_plus.shape[0] == 1 else [f"{stem}_{i:04d}" for i in range(w_plus.shape[0])]
         source = {"latent": str(latent_path), "latent_sha256": io.sha256_file(latent_path)}
+    # Before rendering: an unwritable folder fails now, not after the work (and not before the inputs are checked).
+    io.prepare_output_dir(out_dir)
 
     images = []
     from tqdm import tqdm
@@ -85,7 +88,11 @@ def generate_to_folder(generator: Generator, out_dir: str | os.PathLike, *, chec
                       disable=not progress or w_plus.shape[0] <= batch_size):
         images.append(synthesize(generator, w_plus[start:start + batch_size], noise_mode, batch_size,
                                  noise_seed=start))
-    pixels = io.to_uint8(torch.cat(images))
+    rendered = torch.cat(images)
+    if not (torch.isfinite(rendered).all() and torch.isfinite(w_plus).all()):
+        raise InputError("the generator produced NaN or infinite values (a broken checkpoint, or extreme "
+                         "truncation); nothing was written")
+    pixels = io.to_uint8(rendered)
 
     files = []
     if individual:

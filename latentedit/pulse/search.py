@@ -59,6 +59,7 @@ import io
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -309,6 +310,14 @@ def check_reference_size(height: int, width: int, generator_size: int, name: str
     if height != width:
         raise InputError(f"{name} is {width}x{height}; PULSE needs a square reference, of side {listing} for this "
                          f"{generator_size} px generator (side = {generator_size} / 2^k)")
+    if height < MIN_REFERENCE_SIZE:
+        raise InputError(f"{name} is {width}x{height}, too small: PULSE's downsampler needs a reference of at least "
+                         f"{MIN_REFERENCE_SIZE}x{MIN_REFERENCE_SIZE} (its filter, {4 * generator_size // max(height, 1)} "
+                         f"taps at factor {generator_size // max(height, 1)}, is wider than the {generator_size} px "
+                         f"image); valid sizes: {listing}. Resize the reference to one of them")
+    if height > generator_size:
+        raise InputError(f"{name} is {width}x{height}, larger than the {generator_size} px generator's images, so "
+                         f"it cannot be their downscale; valid sizes: {listing}. Resize the reference to one of them")
     if height not in valid:
         raise InputError(f"{name} is {width}x{height}, which does not divide the {generator_size} px generator by a "
                          f"power of two; valid sizes: {listing}. Resize the reference to one of them")
@@ -532,7 +541,9 @@ class PulseResult:
     ``best_step``: the step of this iterate; ``first_eps_step``: first step with ``L2 <= eps`` (None if
     never); ``min_l2``: lowest L2 of any step; ``steps_run``: steps evaluated; ``l2_history`` and
     ``loss_history``: per step. ``wall_time_s``: the batch's time (fit excluded) divided by its size;
-    ``ms_per_step``: milliseconds per step of the whole batch.
+    ``ms_per_step``: milliseconds per step of the whole batch. ``error``: None, or why the image has no
+    usable result: its search diverged (a loss, latent or image became NaN or infinite at some step; the
+    image then stops and even an earlier finite iterate is not trusted). Never save such a result.
     """
 
     seed: int
@@ -555,9 +566,12 @@ class PulseResult:
     wall_time_s: float
     ms_per_step: float
     batch_size: int
+    error: str | None = None
 
     def eps_report(self, name: str = "result") -> str:
         """One line saying whether eps was reached, and by how much it was missed otherwise."""
+        if self.error is not None:
+            return f"{name}: FAILED: {self.error}"
         if self.success:
             return (f"{name}: L2 {self.l2:.3g} <= eps {self.eps:.3g} (first reached at step {self.first_eps_step}, "
                     f"saved step {self.best_step})")
@@ -605,6 +619,8 @@ class _BestIterates:
         self.first_eps: list[int | None] = [None] * batch
         self.l2_history: list[list[float]] = [[] for _ in range(batch)]
         self.loss_history: list[list[float]] = [[] for _ in range(batch)]
+        #: Per image: None, or ``(step, loss)`` of the first step whose loss, latent or image was not finite.
+        self.diverged: list[tuple[int, float] | None] = [None] * batch
 
     @torch.no_grad()
     def update(self, step: int, raw: dict[str, torch.Tensor], total: torch.Tensor, tensors: dict[str, torch.Tensor],
@@ -612,8 +628,15 @@ class _BestIterates:
         """Record step ``step``: per-image loss terms ``raw`` (``[B]`` each), ``total [B]``, the batch tensors
         to keep (``[B, ...]``) and the noise maps."""
         l2, total = raw["L2"].detach(), total.detach()
-        reached = l2 <= self.eps
-        improved = (reached & ~self.reached) | ((reached == self.reached) & (total < self.total))
+        finite = torch.isfinite(total) & torch.isfinite(l2)
+        for key in ("w_plus", "image"):
+            if key in tensors:
+                finite &= torch.isfinite(tensors[key].detach()).flatten(1).all(dim=1)
+        for i, ok in enumerate(finite.tolist()):
+            if not ok and self.diverged[i] is None:
+                self.diverged[i] = (step, float(total[i]))
+        reached = (l2 <= self.eps) & finite
+        improved = ((reached & ~self.reached) | ((reached == self.reached) & (total < self.total))) & finite
         current = {**tensors, **{f"loss:{name}": value for name, value in raw.items()}}
         if not self.tensors:  # the first step is kept whatever it is (even NaN), so a result always exists
             improved = torch.ones_like(improved)
@@ -725,7 +748,10 @@ def run_pulse(generator: Generator, references: torch.Tensor, seeds: int | Seque
                                         noise=[None if n is None else n.detach() for n in noise],
                                         image=image.detach(), lowres=lowres.detach(), l2=raw["L2"].detach(),
                                         total=total.detach()))
-            if settings.stop_at_eps and all(s is not None for s in tracker.first_eps):
+            if all(d is not None for d in tracker.diverged):
+                break  # every image diverged: nothing more to find
+            if settings.stop_at_eps and all(s is not None or d is not None
+                                            for s, d in zip(tracker.first_eps, tracker.diverged)):
                 break
             if step == settings.steps - 1:
                 break
@@ -734,7 +760,13 @@ def run_pulse(generator: Generator, references: torch.Tensor, seeds: int | Seque
             optimizer.step()
     bar.close()
     elapsed = time.perf_counter() - started
-    return [tracker.result(i, seed_list[i], steps_run, elapsed) for i in range(batch)]
+    results = [tracker.result(i, seed_list[i], steps_run, elapsed) for i in range(batch)]
+    for result, diverged in zip(results, tracker.diverged):
+        if diverged is not None:
+            result.error = (f"the search diverged at step {diverged[0]} (loss {diverged[1]}): a loss, latent or "
+                            f"image became NaN or infinite; lower the learning rate (now {settings.lr:g})")
+            result.success = False
+    return results
 
 
 # --------------------------------------------------------------------------------------------------
@@ -755,6 +787,8 @@ def save_result(result: PulseResult, out_dir: str | os.PathLike, name: str, reco
     the losses, success, steps and timing.
     """
     out_dir = Path(out_dir)
+    if result.error is not None:
+        raise InputError(f"{name}: {result.error}; nothing was written for it")
     lio.save_png(out_dir / f"{name}.png", lio.to_uint8(result.image)[0])
     lio.save_png(out_dir / f"{name}_lr.png", lio.to_uint8(result.lowres * 2.0 - 1.0)[0])
     lio.save_npy(out_dir / f"{name}.npy", result.w_plus.numpy().astype(np.float32))
@@ -801,7 +835,8 @@ def pulse_to_folder(generator: Generator, reference_paths: Sequence[str | os.Pat
                     settings: PulseSettings | None = None, *, seed: int = 0, duplicates: int = 1, batch_size: int = 1,
                     checkpoint_info: dict | None = None, save_intermediate: bool = False,
                     progress: bool = True, fit: GaussianFit | None = None,
-                    report: Callable[[str], None] | None = None) -> list[dict]:
+                    report: Callable[[str], None] | None = None,
+                    log: Callable[[str], None] | None = None) -> list[dict]:
     """What ``latentedit pulse`` runs: every reference x ``duplicates`` results, written into ``out_dir``.
 
     Duplicate ``k`` of every reference starts from seed ``seed + k``, so references run with the same
@@ -812,6 +847,11 @@ def pulse_to_folder(generator: Generator, reference_paths: Sequence[str | os.Pat
     reference's duplicates fill one batch, so paired references see identical batch compositions.
     ``save_intermediate`` writes ``intermediate/<name>/<step>.png`` and ``<step>_lr.png`` per step.
     ``report`` receives one line per result (:meth:`PulseResult.eps_report`). Returns the JSON records.
+
+    The output folder is created and proven writable before any reference is read, and temporaries of an
+    interrupted run are removed from it. A result whose search diverges (NaN / infinite values) is not
+    written: its line goes to ``log`` (default: stderr) and its record has ``status: "failed"``, ``error``
+    and ``success: false``; when every result fails, InputError.
     """
     from tqdm.auto import tqdm
 
@@ -825,12 +865,15 @@ def pulse_to_folder(generator: Generator, reference_paths: Sequence[str | os.Pat
     _check_seed(seed + duplicates - 1)
     if not reference_paths:
         raise InputError("no reference image given; pass --ref REF.png")
+    out_dir = lio.prepare_output_dir(out_dir)
+    lio.remove_stale_temporaries(out_dir)
+    if log is None:
+        def log(message: str) -> None:
+            tqdm.write(message, file=sys.stderr)
     names = result_names(reference_paths, duplicates)
     loaded = [load_reference(path, generator.size) for path in reference_paths]
     if fit is None:
         fit = gaussian_fit(generator, settings.fit_samples, progress=progress)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = next(generator.parameters()).device
     common = {"settings": settings.to_dict(),
               "resolved": {"loss_terms": [[n, w] for n, w in settings.loss_terms()],
@@ -862,7 +905,19 @@ def pulse_to_folder(generator: Generator, reference_paths: Sequence[str | os.Pat
             record = dict(common)
             reference = loaded[r][1]
             record.update({"reference": reference, "duplicate": k, "factor": generator.size // reference["size"]})
+            if result.error is not None:
+                message = f"PULSE of {reference['path']} (seed {result.seed}) failed: {result.error}; nothing was " \
+                          f"written for {name}"
+                record.update({"name": name, "seed": result.seed, "status": "failed", "error": message,
+                               "success": False})
+                records[(r, k)] = record
+                log(f"error: {message}")
+                continue
             records[(r, k)] = save_result(result, out_dir, name, record)
             if report is not None:
                 report(result.eps_report(name))
-    return [records[job] for job in jobs]
+    ordered = [records[job] for job in jobs]
+    failed = [record for record in ordered if record.get("status") == "failed"]
+    if failed and len(failed) == len(ordered):
+        raise InputError(f"all {len(ordered)} PULSE result(s) failed; nothing was written (see the errors above)")
+    return ordered
