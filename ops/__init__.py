@@ -2,7 +2,8 @@
 
 Each op has three backends: the native PyTorch reference (the specification), C++/OpenMP CPU kernels
 and CUDA kernels, the last two JIT-built on first use and cached under ``$XDG_CACHE_HOME/latentedit``.
-``LATENTEDIT_OPS=auto|native|compiled`` picks one (see :mod:`latentedit.ops.backend`);
+``LATENTEDIT_OPS=auto|native|compiled`` picks one (``auto``, the default, by a fixed rule per op and
+device type: see :mod:`latentedit.ops.backend`);
 ``latentedit ops check`` (:func:`latentedit.ops.check.check_ops`) verifies and times them.
 
 Importing this package never compiles anything.

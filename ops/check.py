@@ -4,7 +4,9 @@
 per op (upfirdn2d: 2x upsampling pad (2, 1), blur pad (1, 1), 2x downsampling pad (1, 1) and an
 odd case with a non-square filter, negative padding and up=3, down=2; fused_leaky_relu: alpha 0.2
 and 0.3), forward values and the gradient w.r.t. ``x`` (and the bias), in the checked dtype.
-Timings use the representative inputs of :mod:`latentedit.ops.backend` (the ones ``auto`` decides on).
+Timings use the representative inputs of :func:`latentedit.ops.backend.representative_call`. They are
+a benchmark: ``auto`` does not time anything, it follows the fixed rule
+:data:`latentedit.ops.backend.AUTO_RULE`, which the ``auto`` column shows.
 """
 from __future__ import annotations
 
@@ -99,9 +101,11 @@ def check_ops(device: str | torch.device | None = None, dtype: torch.dtype = tor
 
     ``built`` is False (errors and timings None, the reason in ``note``) when the kernels could not be
     built; ``speed_vs_native`` is native time / compiled time (> 1: faster); ``auto_uses`` says
-    whether ``LATENTEDIT_OPS=auto`` would pick this backend by the measured times. ``ms_per_call``
+    whether ``LATENTEDIT_OPS=auto`` uses this backend (its fixed rule,
+    :data:`latentedit.ops.backend.AUTO_RULE`, with native where the kernels did not build; not the
+    measured times). ``ms_per_call``
     is the best of ``repeats`` calls on the representative input in ``dtype``. When torch has CUDA but
-no GPU is visible, a ``compiled``/``cuda`` row per op says so. A build failure is reported, not
+    no GPU is visible, a ``compiled``/``cuda`` row per op says so. A build failure is reported, not
     raised; a device that does not exist raises InputError.
     """
     from latentedit.errors import InputError
@@ -143,7 +147,7 @@ no GPU is visible, a ``compiled``/``cuda`` row per op says so. A build failure i
                     compiled_ms = backend.time_call(backend.representative_call(op, dev, module, dtype), dev, repeats)
                 row["ms_per_call"] = compiled_ms
                 row["speed_vs_native"] = native_ms / compiled_ms if compiled_ms > 0 else float("inf")
-                row["auto_uses"] = compiled_ms < native_ms
+                row["auto_uses"] = backend.auto_uses_compiled(op, dev.type)
                 native_row["auto_uses"] = not row["auto_uses"]
             rows += [native_row, row]
     if device is None and torch.version.cuda is not None and not torch.cuda.is_available():

@@ -84,37 +84,94 @@ def test_folder_dataset_bad_paths_raise_input_error(tmp_path, case):
     assert "\n" not in str(info.value)
 
 
-def test_unreadable_image_is_skipped_with_a_warning(tmp_path):
-    solid(tmp_path / "0.png", (255, 0, 0))
+def truncated(path, size=(24, 24)):
+    """A PNG whose header reads but whose pixels are cut off half-way (passes the scan, fails to decode)."""
+    import io
+
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    path.write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+    return path
+
+
+def test_min_image_side_is_a_quarter_of_the_training_size_and_at_least_8():
+    assert images_module.min_image_side(64) == 16
+    assert images_module.min_image_side(256) == 64
+    assert images_module.min_image_side(100) == 25
+    assert images_module.min_image_side(16) == 8 and images_module.min_image_side(8) == 8
+
+
+def test_unreadable_and_small_images_are_left_out_with_a_one_line_summary(tmp_path):
+    solid(tmp_path / "0.png", (255, 0, 0), size=(16, 20))
     (tmp_path / "1.png").write_bytes(b"this is not a png")
+    solid(tmp_path / "2.png", (0, 0, 255), size=(40, 16))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "3.jpg").write_bytes(b"")
+    solid(tmp_path / "tiny.png", (0, 255, 0), size=(15, 200))  # shorter side below 64 / 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is warned about; the summary says it all
+        dataset = ImageFolderDataset(tmp_path, 64)
+    assert [p.name for p in dataset.paths] == ["0.png", "2.png"] and len(dataset) == 2
+    assert [(p.relative_to(tmp_path).as_posix(), why) for p, why in dataset.skipped] == [
+        ("1.png", "unreadable"), ("sub/3.jpg", "unreadable"), ("tiny.png", "small")]
+    assert dataset.skip_summary() == (f"skipped 3 of 5 images under {tmp_path}: 2 unreadable (1.png, sub/3.jpg), "
+                                      "1 smaller than 16 px (tiny.png)")
+    assert torch.allclose(dataset[1], torch.tensor([-1.0, -1.0, 1.0])[:, None, None].expand(3, 64, 64))
+
+
+def test_skip_summary_names_a_few_files_per_reason_and_none_when_nothing_is_skipped(tmp_path):
+    solid(tmp_path / "good.png", (0, 0, 0))
+    assert ImageFolderDataset(tmp_path, 8).skip_summary() is None
+    for i in range(5):
+        (tmp_path / f"bad{i}.png").write_bytes(b"garbage")
+    dataset = ImageFolderDataset(tmp_path, 8, min_side=1)
+    assert dataset.skip_summary().endswith(": 5 unreadable (bad0.png, bad1.png, bad2.png and 2 more)")
+    assert "\n" not in dataset.skip_summary()
+
+
+def test_folder_with_nothing_usable_is_a_one_line_error(tmp_path):
+    for i in range(2):
+        (tmp_path / f"{i}.png").write_bytes(b"garbage")
+    solid(tmp_path / "small.png", (1, 2, 3), size=(12, 12))
+    with pytest.raises(InputError) as info:
+        ImageFolderDataset(tmp_path, 64)
+    assert str(info.value) == (f"none of the 3 image files under {tmp_path} can be trained on: "
+                               "2 unreadable (0.png, 1.png), 1 smaller than 16 px (small.png)")
+
+
+def test_an_image_failing_to_decode_later_is_replaced_with_one_log_line(tmp_path, caplog):
+    solid(tmp_path / "0.png", (255, 0, 0))
+    truncated(tmp_path / "1.png")
     solid(tmp_path / "2.png", (0, 0, 255))
     dataset = ImageFolderDataset(tmp_path, 8)
-    with pytest.warns(UserWarning, match="skipping an unreadable image.*1.png"):
+    assert len(dataset) == 3  # the header reads: the scan cannot tell
+    with caplog.at_level("WARNING", logger="latentedit.data"):
         replacement = dataset[1]
+        dataset[1]
     assert torch.equal(replacement, dataset[2])
+    (record,) = caplog.records  # once per file
+    assert "skipping an unreadable image" in record.getMessage() and "1.png" in record.getMessage()
+    assert "\n" not in record.getMessage()
 
 
-def test_folder_of_only_unreadable_images_raises(tmp_path):
+def test_folder_of_only_undecodable_images_raises(tmp_path):
     for i in range(3):
-        (tmp_path / f"{i}.png").write_bytes(b"garbage")
+        truncated(tmp_path / f"{i}.png")
     dataset = ImageFolderDataset(tmp_path, 8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(InputError, match="could not be read"):
-            dataset[0]
+    with pytest.raises(InputError, match="could not be read"):
+        dataset[0]
 
 
 def test_many_consecutive_failures_raise_even_in_large_folders(tmp_path, monkeypatch):
     monkeypatch.setattr(images_module, "MAX_CONSECUTIVE_FAILURES", 2)
     for i in range(4):
-        (tmp_path / f"{i}.png").write_bytes(b"garbage")
+        truncated(tmp_path / f"{i}.png")
     solid(tmp_path / "9.png", (0, 0, 0))
     dataset = ImageFolderDataset(tmp_path, 8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(InputError):
-            dataset[0]
-        assert dataset[3].shape == (3, 8, 8)  # 3 fails, 4 (= 9.png) reads
+    with pytest.raises(InputError):
+        dataset[0]
+    assert dataset[3].shape == (3, 8, 8)  # 3 fails, 4 (= 9.png) reads
 
 
 # ----------------------------------------------------------------------------------------------------

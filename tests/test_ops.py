@@ -5,6 +5,7 @@ The CPU extension is compiled once for this module into a temporary ``$XDG_CACHE
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -266,23 +267,66 @@ def test_compiled_backend_uses_native_for_inputs_the_kernels_do_not_take(cpu_ops
     torch.testing.assert_close(negative_gain, fused_leaky_relu_native(x, None, 0.2, -1.0))
 
 
-def test_auto_measures_once_per_op_and_device(cpu_ops, fresh_backend, monkeypatch):
-    calls = []
+def test_auto_follows_the_fixed_rule_and_times_nothing(cpu_ops, fresh_backend, monkeypatch):
+    def no_timing(*args, **kwargs):
+        raise AssertionError("auto must not time the backends")
 
-    def fake_benchmark(op, device, module, repeats=3):
-        calls.append(op)
-        return (2.0, 1.0) if op == "upfirdn2d" else (1.0, 2.0)  # compiled faster only for upfirdn2d
-
-    monkeypatch.setattr(backend, "benchmark", fake_benchmark)
-    monkeypatch.setenv("LATENTEDIT_OPS", "auto")
+    monkeypatch.setattr(backend, "benchmark", no_timing)
+    monkeypatch.setattr(backend, "time_call", no_timing)
+    monkeypatch.delenv("LATENTEDIT_OPS", raising=False)  # the default is auto
     x = torch.randn(1, 2, 5, 5, requires_grad=True)
-    for _ in range(3):
+    for _ in range(2):
         up = upfirdn2d(x, BLUR, pad=(1, 1))
         act = fused_leaky_relu(x, torch.zeros(2))
-    assert sorted(calls) == ["fused_leaky_relu", "upfirdn2d"]
-    assert type(up.grad_fn).__name__ == "_UpFirDn2dCompiledBackward"
-    assert type(act.grad_fn).__name__ != "_FusedLeakyReLUCompiledBackward"
-    assert backend.auto_choices() == {("upfirdn2d", "cpu"): True, ("fused_leaky_relu", "cpu"): False}
+        # On CPU the rule is native upfirdn2d, compiled fused_leaky_relu (see backend's docstring).
+        assert type(up.grad_fn).__name__ != "_UpFirDn2dCompiledBackward"
+        assert type(act.grad_fn).__name__ == "_FusedLeakyReLUCompiledBackward"
+    assert backend.AUTO_RULE == {("upfirdn2d", "cpu"): False, ("fused_leaky_relu", "cpu"): True,
+                                 ("upfirdn2d", "cuda"): True, ("fused_leaky_relu", "cuda"): True}
+    assert not backend.auto_uses_compiled("upfirdn2d", "mps")
+
+
+def test_auto_gives_bit_identical_results_whatever_the_timings(cpu_ops, fresh_backend, monkeypatch,
+                                                                tiny_generator):
+    """The old auto timed both paths, so a loaded machine could flip the choice between two runs."""
+    monkeypatch.setenv("LATENTEDIT_OPS", "auto")
+    torch.manual_seed(0)
+    z = torch.randn(2, tiny_generator.w_dim)
+    outputs = []
+    for native_ms, compiled_ms in ((1.0, 9.0), (9.0, 1.0)):
+        backend.reset()
+        monkeypatch.setattr(backend, "benchmark", lambda *args, times=(native_ms, compiled_ms), **kwargs: times)
+        with torch.no_grad():
+            outputs.append(tiny_generator(z, noise_mode="const"))
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_describe_reports_the_rule_per_device_type_without_building(fresh_backend, monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("describing the backends must not build anything")
+
+    monkeypatch.setattr(_build, "load_extension", no_build)
+    monkeypatch.delenv("LATENTEDIT_OPS", raising=False)
+    assert backend.describe() == {"LATENTEDIT_OPS": "auto",
+                                  "upfirdn2d": {"cpu": "native", "cuda": "compiled"},
+                                  "fused_leaky_relu": {"cpu": "compiled", "cuda": "compiled"}}
+    for choice in ("native", "compiled"):
+        monkeypatch.setenv("LATENTEDIT_OPS", choice.upper())
+        expected = {device_type: choice for device_type in ("cpu", "cuda")}
+        assert backend.describe() == {"LATENTEDIT_OPS": choice, "upfirdn2d": expected, "fused_leaky_relu": expected}
+    assert backend.resolve("upfirdn2d", "mps", "compiled") == "native"
+    monkeypatch.setenv("LATENTEDIT_OPS", "fastest")
+    report = backend.describe()
+    assert report["LATENTEDIT_OPS"] == "fastest" and "must be one of" in report["error"]
+
+
+def test_versions_in_every_manifest_name_the_ops_backends(fresh_backend, monkeypatch):
+    from latentedit.io import versions
+
+    monkeypatch.setenv("LATENTEDIT_OPS", "native")
+    assert versions()["ops"] == backend.describe()
+    assert versions()["ops"]["upfirdn2d"] == {"cpu": "native", "cuda": "native"}
+    json.dumps(versions())  # manifests are JSON
 
 
 def test_auto_benchmark_runs_on_the_real_kernels(cpu_ops, fresh_backend):
@@ -315,6 +359,8 @@ def test_auto_falls_back_to_native_with_one_warning(broken_cpu_spec, monkeypatch
     assert len(fallback) == 1
     assert "deliberately broken" in str(fallback[0].message)
     assert len(broken_cpu_spec) == 1  # the failure is remembered, not retried
+    # Manifests then name the fallback that was used.
+    assert backend.describe()["fused_leaky_relu"]["cpu"] == "native"
 
 
 @pytest.mark.skipif(not HAVE_CXX, reason="no C++ compiler")
@@ -332,8 +378,10 @@ def test_compiled_raises_a_clear_error_when_the_build_fails(broken_cpu_spec):
 
 
 def test_importing_latentedit_compiles_nothing(tmp_path):
-    code = ("import sys; import latentedit.ops, latentedit.model, latentedit.cli.main; "
-            "assert 'torch.utils.cpp_extension' not in sys.modules, 'cpp_extension imported at import time'")
+    code = ("import sys; import latentedit.ops, latentedit.model, latentedit.cli.main, latentedit.io; "
+            "assert 'torch.utils.cpp_extension' not in sys.modules, 'cpp_extension imported at import time'; "
+            "assert latentedit.io.versions()['ops']['upfirdn2d'] == {'cpu': 'compiled', 'cuda': 'compiled'}; "
+            "assert 'torch.utils.cpp_extension' not in sys.modules, 'cpp_extension imported by versions()'")
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path), LATENTEDIT_OPS="compiled")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,6 +215,50 @@ def test_resumed_run_matches_an_uninterrupted_one(blobs, tmp_path):
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
 
 
+def test_resume_is_bit_identical_at_default_ops_settings(blobs, tmp_path, monkeypatch):
+    """LATENTEDIT_OPS unset (auto): the backends follow a fixed rule, not timings, so a run stopped
+    midway and resumed ends with the weights of an uninterrupted one even when the machine's load
+    would have favoured other backends in each session (here: timings that say the opposite)."""
+    from latentedit.ops import backend
+
+    monkeypatch.delenv("LATENTEDIT_OPS")
+    timings = iter([(1.0, 9.0), (9.0, 1.0), (1.0, 9.0)] * 100)
+    monkeypatch.setattr(backend, "benchmark", lambda *args, **kwargs: next(timings))
+    runs = {}
+    backend.reset()
+    runs["straight"] = train_stylegan2(tiny_config(blobs, kimg=0.032), tmp_path / "straight", progress=False)
+    backend.reset()  # a new process: nothing remembered
+    first = train_stylegan2(tiny_config(blobs, kimg=0.016), tmp_path / "split", progress=False)
+    backend.reset()
+    runs["split"] = train_stylegan2(tiny_config(blobs, kimg=0.032), tmp_path / "split", progress=False)
+    assert first.step == 4 and runs["split"].resumed_step == 4 and runs["split"].step == runs["straight"].step == 8
+    prints = []
+    for name in runs:
+        payload = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+        prints.append(common.state_dict_fingerprint(payload["g"], payload["d"], payload["g_ema"]))
+    assert prints[0] == prints[1]
+    assert metrics(tmp_path / "straight")[-2]["fingerprints"] == metrics(tmp_path / "split")[-2]["fingerprints"]
+    if shutil.which(os.environ.get("CXX", "c++")):  # the rule's compiled fused_leaky_relu really ran
+        assert backend.describe()["fused_leaky_relu"]["cpu"] == "compiled"
+
+
+def test_progress_bar_total_is_what_is_trained(blobs, tmp_path, capsys):
+    """--kimg 0.01 at batch 4 trains 12 images (whole batches); the bar must end at 100 %, not 120 %."""
+    import warnings
+
+    from latentedit.train.stylegan2 import final_nimg
+
+    assert final_nimg(0, 10, 4) == 12 and final_nimg(8, 16, 4) == 16 and final_nimg(20, 16, 4) == 20
+    assert final_nimg(4, 10, 4) == 12
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train_stylegan2(tiny_config(blobs, kimg=0.01), tmp_path / "run", progress=True)
+    assert result.nimg == 12 and result.finished
+    assert not [w for w in caught if "Tqdm" in type(w.message).__name__], [str(w.message) for w in caught]
+    err = capsys.readouterr().err
+    assert "100%" in err and "120%" not in err
+
+
 def test_finished_run_is_not_trained_further(blobs, tmp_path):
     run = tmp_path / "run"
     train_stylegan2(tiny_config(blobs, kimg=0.016), run, progress=False)
@@ -351,17 +396,58 @@ def test_cli_bad_input_gives_one_line_error(blobs, tmp_path, case, message):
     assert len(output.splitlines()) == 1
 
 
+def truncated_png(path: Path) -> None:
+    """A PNG whose header reads but whose pixels stop half-way: it passes the data set's scan, and fails
+    to decode in the DataLoader worker."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    path.write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+
+
 def test_cli_unreadable_images_in_a_worker_give_one_line_error(tmp_path):
     data = tmp_path / "corrupt"
     data.mkdir()
     for i in range(3):
-        (data / f"{i}.png").write_bytes(b"not an image")
+        truncated_png(data / f"{i}.png")
     result = CliRunner().invoke(cli, ["train", "stylegan2", "--data", str(data), "-o", str(tmp_path / "run"),
                                       *TINY_ARGS, "--kimg", "0.004", "--workers", "1", "--device", "cpu",
                                       "--no-progress"])
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error: 3 images in a row could not be read") and "Traceback" not in result.output
+
+
+def test_cli_reports_skipped_images_in_one_line_and_trains_on_the_rest(blobs, tmp_path):
+    data = tmp_path / "mixed"
+    shutil.copytree(blobs, data)
+    (data / "a.png").write_bytes(b"not an image")
+    (data / "b.jpg").write_bytes(b"")
+    Image.new("RGB", (6, 30), (1, 2, 3)).save(data / "c.png")  # a 16 px run needs a side of at least 8 px
+    result = CliRunner().invoke(cli, ["train", "stylegan2", "--data", str(data), "-o", str(tmp_path / "run"),
+                                      *TINY_ARGS, "--kimg", "0.004", "--workers", "0", "--device", "cpu",
+                                      "--no-progress", "--sample-count", "4"])
+    assert result.exit_code == 0, result.output
+    expected = (f"latentedit: skipped 3 of 27 images under {data}: 2 unreadable (a.png, b.jpg), "
+                "1 smaller than 8 px (c.png); training on the other 24")
+    assert expected in result.output.splitlines()
+    assert "Warning" not in result.output and "trained to 0.004 kimg" in result.output
+    start = metrics(tmp_path / "run")[0]
+    assert start["data_images"] == 24 and start["data_skipped"].startswith("skipped 3 of 27 images")
+
+
+def test_cli_folder_with_nothing_usable_is_a_one_line_error(tmp_path):
+    data = tmp_path / "bad"
+    data.mkdir()
+    (data / "a.png").write_bytes(b"not an image")
+    Image.new("RGB", (4, 4)).save(data / "b.png")
+    result = CliRunner().invoke(cli, ["train", "stylegan2", "--data", str(data), "-o", str(tmp_path / "run"),
+                                      *TINY_ARGS, "--kimg", "0.004", "--workers", "0", "--device", "cpu",
+                                      "--no-progress"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: none of the 2 image files under {data} can be trained on: "
+                                     "1 unreadable (a.png), 1 smaller than 8 px (b.png)")
 
 
 def test_cli_trains_and_reports(blobs, tmp_path):

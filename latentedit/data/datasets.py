@@ -6,19 +6,28 @@ RGB, EXIF orientation applied, centre-cropped to a square (the shorter side) and
 with a Lanczos filter, so aligned CelebA (178 x 218) becomes its central 178 x 178 face crop, as in
 StarGAN. Pre-resize large photographs once if data loading, not the networks, limits the speed.
 
-- :class:`ImageFolderDataset`: every image file (:data:`latentedit.image_files.IMAGE_SUFFIXES`) under a
-  folder, recursively, in sorted order. Items are images.
+- :class:`ImageFolderDataset`: every usable image file (:data:`latentedit.image_files.IMAGE_SUFFIXES`)
+  under a folder, recursively, in sorted order. Items are images.
 - :class:`CelebADataset`: ``ROOT/img_align_celeba/*.jpg`` and ``ROOT/list_attr_celeba.txt``. Items are
   ``(image, attributes)`` with ``attributes`` a float tensor ``[A]`` of 0/1 (the file's -1/1), for the
   selected attribute names in the order given.
 - :func:`open_image_dataset`: picks one of these (or the procedural toyfaces set) from a string.
 
-An unreadable image is skipped with a warning (the next readable image is returned in its place);
-if :data:`MAX_CONSECUTIVE_FAILURES` images in a row are unreadable the data set raises
-:class:`~latentedit.errors.InputError`, because then the folder is not an image folder.
+Skipping. :class:`ImageFolderDataset` reads every file's header once, when it is created (no pixels are
+decoded), and leaves out files that cannot be opened as images, images whose shorter side is below
+:func:`min_image_side` and images above :data:`latentedit.image_files.MAX_PIXELS`; the data set is what is
+left, and :meth:`ImageFolderDataset.skip_summary` says in one line what was left out and why. Nothing
+left is an :class:`~latentedit.errors.InputError`. An image that passes that check but fails to decode
+later (a truncated file) is replaced by the next readable one, with one log line (logger
+``latentedit.data``, once per file and process); if :data:`MAX_CONSECUTIVE_FAILURES` images in a row
+cannot be read the data set raises :class:`~latentedit.errors.InputError`, because then the folder is
+not an image folder. :class:`CelebADataset` checks only that its files exist (reading 200k headers
+at every start would cost more than the rare bad file) and relies on the second mechanism.
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -30,10 +39,30 @@ from torch.utils.data import Dataset
 
 from latentedit.data.celeba import ATTR_FILE_NAME, IMAGE_DIR_NAME, read_attr_list
 from latentedit.errors import InputError
-from latentedit.image_files import IMAGE_SUFFIXES, load_image_tensor
+from latentedit.image_files import (IMAGE_SUFFIXES, MAX_PIXELS, MIN_IMAGE_SIDE, UPSCALE_WARNING_FACTOR,
+                                    load_image_tensor)
 
 MAX_CONSECUTIVE_FAILURES = 16
 DATA_FORMATS = ("auto", "folder", "celeba", "toyfaces")
+#: File names shown per reason in :meth:`ImageFolderDataset.skip_summary` (then "and N more").
+SKIP_EXAMPLES = 3
+
+log = logging.getLogger("latentedit.data")
+
+
+def min_image_side(size: int) -> int:
+    """The smallest shorter side, in pixels, of an image :class:`ImageFolderDataset` trains on at ``size``:
+    ``max(MIN_IMAGE_SIDE, ceil(size / UPSCALE_WARNING_FACTOR))`` = ``max(8, ceil(size / 4))``, so 16 px for
+    the default 64 px run and 64 px for a 256 px one.
+
+    Why: the resize would enlarge a smaller image more than 4x. What comes out is blur with almost no
+    detail at the training resolution, and a discriminator shown such images as "real" learns that blur
+    is real. The limit scales with ``size`` because a fixed one would either let 16 px thumbnails into a
+    256 px run or refuse usable images of a 16 px run; 4x is the factor above which
+    :func:`~latentedit.image_files.load_image_tensor` warns about upscaling, and 8 px the side below which
+    it refuses an image, so every image kept loads without a warning.
+    """
+    return max(MIN_IMAGE_SIDE, math.ceil(size / UPSCALE_WARNING_FACTOR))
 
 
 def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
@@ -49,6 +78,33 @@ def _check_size(size: int) -> int:
     if not isinstance(size, int) or size < 1:
         raise InputError(f"image size must be a positive integer, got {size!r}")
     return size
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _probe(path: Path, min_side: int) -> str | None:
+    """Why ``path`` cannot be trained on, from its header alone: ``"unreadable"``, ``"small"``
+    (shorter side below ``min_side``), ``"large"`` (above :data:`MAX_PIXELS`); None when it looks usable."""
+    from PIL import Image
+
+    try:
+        if path.stat().st_size == 0:
+            return "unreadable"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return "large"
+    except Exception:  # UnidentifiedImageError, OSError, SyntaxError, ...: whatever a decoder raises
+        return "unreadable"
+    if width * height > MAX_PIXELS:
+        return "large"
+    if min(width, height) < min_side:
+        return "small"
+    return None
 
 
 class _SkippingImageLoader:
@@ -67,23 +123,29 @@ class _SkippingImageLoader:
             try:
                 return candidate, load_image(self.paths[candidate], self.size)
             except Exception as error:  # InputError from the reader; anything else a decoder may raise
-                reason = str(error) if isinstance(error, InputError) else f"{self.paths[candidate]}: {error}"
+                reason = _one_line(error if isinstance(error, InputError) else f"{self.paths[candidate]}: {error}")
                 errors.append(reason)
                 if candidate not in self._warned:
                     self._warned.add(candidate)
-                    warnings.warn(f"skipping an unreadable image ({reason})", stacklevel=2)
+                    log.warning("latentedit: skipping an unreadable image, using the next one instead (%s)", reason)
         raise InputError(f"{len(errors)} images in a row could not be read, the first: {errors[0]}; "
                          "check that the data folder holds valid image files")
 
 
 class ImageFolderDataset(Dataset):
-    """All images under ``root`` (recursive, sorted by relative path, hidden files skipped).
+    """The usable images under ``root`` (recursive, sorted by relative path, hidden files skipped).
 
-    ``dataset[i]`` -> image ``[3, size, size]`` float32 in [-1, 1]. ``paths`` lists the files.
-    Raises :class:`InputError` if ``root`` is missing, not a folder, or holds no image files.
+    ``dataset[i]`` -> image ``[3, size, size]`` float32 in [-1, 1]. ``paths`` lists the files used;
+    ``skipped`` lists ``(path, reason)`` for the image files left out, ``reason`` one of
+    ``"unreadable"`` (no image header Pillow reads, or an empty file), ``"small"`` (shorter side below
+    ``min_side``) and ``"large"`` (above :data:`latentedit.image_files.MAX_PIXELS` pixels), in path order;
+    :meth:`skip_summary` puts them in one line. ``min_side`` None means :func:`min_image_side` of ``size``.
+
+    Raises :class:`InputError` if ``root`` is missing, not a folder, holds no image files, or none of
+    them is usable (the message says why, as :meth:`skip_summary` does).
     """
 
-    def __init__(self, root: str | os.PathLike, size: int):
+    def __init__(self, root: str | os.PathLike, size: int, min_side: int | None = None):
         self.root = Path(root)
         self.size = _check_size(size)
         if not self.root.exists():
@@ -95,8 +157,36 @@ class ImageFolderDataset(Dataset):
                        and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
         if not paths:
             raise InputError(f"no images ({' '.join(IMAGE_SUFFIXES)}) found under {self.root}")
-        self.paths = paths
-        self._loader = _SkippingImageLoader(paths, self.size)
+        self.min_side = min_image_side(self.size) if min_side is None else int(min_side)
+        self.found = len(paths)
+        reasons = [(path, _probe(path, self.min_side)) for path in paths]
+        self.skipped: list[tuple[Path, str]] = [(path, reason) for path, reason in reasons if reason is not None]
+        self.paths = [path for path, reason in reasons if reason is None]
+        if not self.paths:
+            raise InputError(f"none of the {self.found} image files under {self.root} can be trained on: "
+                             f"{self._reasons_text()}")
+        self._loader = _SkippingImageLoader(self.paths, self.size)
+
+    def _reasons_text(self) -> str:
+        labels = {"unreadable": "unreadable", "small": f"smaller than {self.min_side} px",
+                  "large": f"larger than {MAX_PIXELS} pixels"}
+        parts = []
+        for reason, label in labels.items():
+            names = [path.relative_to(self.root).as_posix() for path, why in self.skipped if why == reason]
+            if names:
+                shown = ", ".join(names[:SKIP_EXAMPLES])
+                if len(names) > SKIP_EXAMPLES:
+                    shown += f" and {len(names) - SKIP_EXAMPLES} more"
+                parts.append(f"{len(names)} {label} ({shown})")
+        return ", ".join(parts)
+
+    def skip_summary(self) -> str | None:
+        """One line on the files left out, e.g. ``"skipped 3 of 120 images under data: 2 unreadable (a.png,
+        b.jpg), 1 smaller than 16 px (c.png)"`` (at most :data:`SKIP_EXAMPLES` names per reason, then "and N
+        more"; names relative to ``root``); None when nothing was skipped."""
+        if not self.skipped:
+            return None
+        return f"skipped {len(self.skipped)} of {self.found} images under {self.root}: {self._reasons_text()}"
 
     def __len__(self) -> int:
         return len(self.paths)

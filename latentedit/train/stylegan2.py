@@ -91,6 +91,8 @@ class StyleGAN2TrainConfig:
 
     ``data`` is a folder of images, a CelebA folder, or ``toyfaces[:SEED[:COUNT]]``; ``kimg`` is the
     total length of the run in thousands of real images shown to D (not the length of this session).
+    Training goes in whole batches, so it ends at the first multiple of ``batch`` images at or above
+    ``kimg * 1000`` (``kimg=0.01`` with ``batch=16`` trains 16 images).
     ``channels`` None means :func:`default_channels`. ``device`` is ``auto``/``cpu``/``cuda``.
     ``channels_last`` stores D's weights and the images in NHWC memory format. Off by default: with the
     compiled upfirdn2d kernels (which take NCHW) it measured ~20% slower on the 2-core CPU; worth
@@ -308,6 +310,14 @@ def export_generator(generator: Generator, path: str | os.PathLike, extra_metada
 # --------------------------------------------------------------------------------------------------
 # Training
 
+def final_nimg(nimg: int, total_nimg: int, batch: int) -> int:
+    """The image count a run at ``nimg`` ends at when it trains to ``total_nimg`` in steps of ``batch``
+    images: ``nimg`` when already there, else the first ``nimg + k * batch >= total_nimg``."""
+    if nimg >= total_nimg:
+        return nimg
+    return nimg + -(-(total_nimg - nimg) // batch) * batch
+
+
 def _crossed(previous_nimg: int, nimg: int, interval: int) -> bool:
     """True when a multiple of ``interval`` images lies in ``(previous_nimg, nimg]`` (0 = never)."""
     return interval > 0 and nimg // interval > previous_nimg // interval
@@ -349,6 +359,7 @@ class _Trainer:
         self.wall_before = 0.0
         self.pl_mean = torch.zeros((), device=self.device)
         self.resumed_step = None
+        self.data_skipped: str | None = None  # the data set's skip summary, logged with the start event
         if checkpoint is not None:
             self._load(checkpoint)
         if not common.restore_rng_state(context, checkpoint.get("rng") if checkpoint else None,
@@ -576,6 +587,7 @@ class _Trainer:
                        "kimg": self.nimg / 1000, "world_size": context.world_size, "device": str(self.device),
                        "threads": torch.get_num_threads(),
                        "fingerprint": common.weights_fingerprint(self.generator, self.discriminator, self.g_ema),
+                       "data_images": len(dataset), "data_skipped": self.data_skipped,
                        "args": config.to_dict()})
         intervals = {name: max(1, int(round(getattr(config, name) * 1000)))
                      for name in ("log_kimg", "sample_kimg", "snapshot_kimg")}
@@ -588,7 +600,8 @@ class _Trainer:
         if is_main and self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=round(total_nimg / 1000, 3), initial=round(self.nimg / 1000, 3), unit="kimg",
+            bar = tqdm(total=round(final_nimg(self.nimg, total_nimg, global_batch) / 1000, 3),
+                       initial=round(self.nimg / 1000, 3), unit="kimg",
                        dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0,
                        bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
         img_per_sec = None
@@ -716,6 +729,9 @@ def train_stylegan2(config: StyleGAN2TrainConfig, run_dir: str | os.PathLike,
         from latentedit.data.datasets import open_image_dataset
 
         dataset = open_image_dataset(config.data, config.size, config.data_format)
+        skipped = dataset.skip_summary() if hasattr(dataset, "skip_summary") else None
+        if context.is_main and skipped:
+            print(f"latentedit: {skipped}; training on the other {len(dataset)}", file=sys.stderr, flush=True)
         if context.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if checkpoint is not None:
@@ -724,6 +740,7 @@ def train_stylegan2(config: StyleGAN2TrainConfig, run_dir: str | os.PathLike,
                 common.truncate_metrics(run_dir / METRICS_NAME, -1)  # a fresh start: forget old lines
         context.barrier()
         trainer = _Trainer(config, run_dir, context, checkpoint, eval_hook, eval_every_kimg, progress)
+        trainer.data_skipped = skipped
         del checkpoint
         with warnings.catch_warnings():
             # DDP notices that the double-backward gradient of D's [1, C] output weight has size-1-dim
