@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import click
+from latentedit.cli.options import out_option
 
 from latentedit.checkpoints import convert_checkpoint, inspect_checkpoint
 
@@ -45,8 +46,8 @@ def info_command(checkpoint: str, as_json: bool) -> None:
 
 @click.command("convert")
 @click.argument("source")
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
-              help="Destination .safetensors file (written atomically).")
+@out_option("output", aliases=("--output",), required=True, type=click.Path(dir_okay=False),
+            help="Destination .safetensors file (written atomically).")
 def convert_command(source: str, output: str) -> None:
     """Convert the generator of SOURCE (rosinality .pt, NVIDIA .pkl or .safetensors) to latentedit's native
     .safetensors format, keeping its w_avg (computed from 10,000 seeded samples when SOURCE stores none)."""

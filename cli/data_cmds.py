@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import click
+from latentedit.cli.options import out_option, progress_option
 
 from latentedit.errors import InputError
 
@@ -12,8 +13,7 @@ def data_group() -> None:
 
 
 @data_group.command("toyfaces")
-@click.option("-o", "--out", "out", required=True, type=click.Path(),
-              help="Export folder, or a .png file when --index is given.")
+@out_option("out", required=True, type=click.Path(), help="Export folder, or a .png file when --index is given.")
 @click.option("--n", "count", type=int, default=None, help="Number of faces to export.")
 @click.option("--size", type=int, default=64, show_default=True, help="Image size in pixels (square).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -25,8 +25,8 @@ def data_group() -> None:
 @click.option("--index", type=int, default=None, help="Render this one face to -o (a .png) instead of exporting.")
 @click.option("--set", "assignments", multiple=True, metavar="NAME=0|1",
               help="With --index: counterfactual attribute value, e.g. --set Blond_Hair=1 (repeatable).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignments, quiet) -> None:
+@progress_option(quiet_alias=True)
+def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignments, progress) -> None:
     """Export toyfaces (resumable: rerun to continue), or render one face / counterfactual.
 
     \b
@@ -57,10 +57,11 @@ def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignm
     if count is None:
         raise InputError("give --n (number of faces to export) or --index (one face)")
     from latentedit.data.toyfaces_export import export_toyfaces
+    from latentedit.progress import resolve_progress
 
     workers = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
     result = export_toyfaces(out, count, size=size, seed=seed, start=start, fmt=fmt, workers=workers,
-                             progress=not quiet)
+                             progress=resolve_progress(progress))
     click.echo(f"{result['out_dir']}: {result['count']} faces ({result['rendered']} rendered, "
                f"{result['skipped']} already there), format {fmt}")
 

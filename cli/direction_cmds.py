@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 
 import click
-
 from latentedit.cli.generate_cmd import CKPT_HELP
+from latentedit.cli.options import out_option, progress_option
+
+from latentedit.progress import resolve_progress
 
 ATTRIBUTE_HELP = "A classifier attribute (toyfaces / CelebA name), e.g. Blond_Hair, Eyeglasses, Smiling, Male."
 
@@ -41,7 +43,7 @@ def direction_group() -> None:
 @direction_group.command("diff")
 @click.argument("a", type=click.Path(dir_okay=False))
 @click.argument("b", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npy.")
+@out_option("out", required=True, type=click.Path(dir_okay=False), help="Output .npy.")
 def diff_command(a, b, out) -> None:
     """A - B of two latents or directions (W [w_dim] or W+ [num_ws, w_dim]; a W operand is broadcast over
     the W+ rows of the other).
@@ -57,7 +59,7 @@ def diff_command(a, b, out) -> None:
 
 @direction_group.command("mean")
 @click.argument("vectors", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npy.")
+@out_option("out", required=True, type=click.Path(dir_okay=False), help="Output .npy.")
 def mean_command(vectors, out) -> None:
     """Element-wise mean of directions or latents (W operands broadcast over W+ rows).
 
@@ -77,7 +79,7 @@ def mean_command(vectors, out) -> None:
               help="The same reference without it (e.g. black hair).")
 @click.option("--seeds", default="0-31", show_default=True,
               help="PULSE seeds; each runs with both references from the same start.")
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Output direction .npy.")
+@out_option("out", required=True, type=click.Path(dir_okay=False), help="Output direction .npy.")
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--steps", type=click.IntRange(1, 100000), default=100, show_default=True, help="PULSE steps.")
 @click.option("--lr", type=float, default=0.4, show_default=True, help="PULSE peak learning rate.")
@@ -91,7 +93,7 @@ def mean_command(vectors, out) -> None:
               help="Seeds optimised together (per reference).")
 @click.option("--only-successful", is_flag=True, help="Average only the seeds where both runs reached eps.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@progress_option()
 def from_pulse_command(ref_a, ref_b, seeds, out, ckpt, steps, lr, loss, eps, noise_type, fit_samples, batch_size,
                        only_successful, device, progress) -> None:
     """A W+ direction from paired PULSE runs: the mean over seeds of w(A) - w(B) (SPEC §4.2).
@@ -109,7 +111,8 @@ def from_pulse_command(ref_a, ref_b, seeds, out, ckpt, steps, lr, loss, eps, noi
     generator, info = _load(ckpt, device)
     settings = PulseSettings(steps=steps, lr=lr, loss=loss, eps=eps, noise_type=noise_type, fit_samples=fit_samples)
     meta = direction_from_pulse(generator, ref_a, ref_b, seed_list, out, settings, checkpoint_info=info,
-                                batch_size=batch_size, only_successful=only_successful, progress=progress)
+                                batch_size=batch_size, only_successful=only_successful,
+                                progress=resolve_progress(progress))
     both = meta["params"]["both_reached_eps"]
     click.echo(f"{both} of {len(seed_list)} seed(s) reached eps {eps:g} with both references; averaged "
                f"{len(meta['seeds'])}")
@@ -123,7 +126,7 @@ def from_pulse_command(ref_a, ref_b, seeds, out, ckpt, steps, lr, loss, eps, noi
               help="Generated samples to label.")
 @click.option("--condition", "conditions", multiple=True,
               help="Attribute(s) whose normals are projected out (repeat, or comma-separate: Male,Young).")
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Output direction .npy.")
+@out_option("out", required=True, type=click.Path(dir_okay=False), help="Output direction .npy.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the z samples.")
 @click.option("--C", "C", type=float, default=1.0, show_default=True, help="SVM regularisation (LinearSVC C).")
 @click.option("--samples", "samples_path", type=click.Path(dir_okay=False), default=None,
@@ -133,7 +136,7 @@ def from_pulse_command(ref_a, ref_b, seeds, out, ckpt, steps, lr, loss, eps, noi
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@progress_option()
 def svm_command(attribute, count, conditions, out, seed, C, samples_path, classifier_path, batch_size, ckpt, device,
                 progress) -> None:
     """InterFaceGAN: the unit normal (W [w_dim]) of a linear SVM separating the attribute in W.
@@ -152,7 +155,7 @@ def svm_command(attribute, count, conditions, out, seed, C, samples_path, classi
     classifier, classifier_info = load_attribute_classifier(classifier_path, device=next(generator.parameters()).device)
     meta = svm_to_file(generator, classifier, attribute, out, n=count, seed=seed, conditions=condition_list, C=C,
                        batch_size=batch_size, samples_path=samples_path, checkpoint_info=info,
-                       classifier_info=classifier_info, progress=progress)
+                       classifier_info=classifier_info, progress=resolve_progress(progress))
     report = meta["report"]
     accuracy = report["fit"]["validation_accuracy"]
     click.echo(f"{attribute}: {report['fit']['positives']} of {count} samples labelled present; SVM validation "
@@ -184,10 +187,10 @@ def svm_command(attribute, count, conditions, out, seed, C, samples_path, classi
 @click.option("--shift", type=click.IntRange(0, 16), default=4, show_default=True,
               help="Random translation (pixels, reflect-padded) of the edited images before the guide sees them, "
                    "so that the direction cannot exploit where the guide looks (0: off).")
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Output direction .npy.")
+@out_option("out", required=True, type=click.Path(dir_okay=False), help="Output direction .npy.")
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@progress_option()
 def learn_command(attribute, keep, layers, guide_path, strength, steps, batch_size, lr, keep_weight, other_weight,
                   pool, seed, shift, out, ckpt, device, progress) -> None:
     """Learn a direction that adds ATTR and keeps the other attributes, judged by a guide classifier.
@@ -208,7 +211,7 @@ def learn_command(attribute, keep, layers, guide_path, strength, steps, batch_si
     settings = LearnSettings(strength=strength, steps=steps, batch_size=batch_size, lr=lr, keep_weight=keep_weight,
                              other_weight=other_weight, pool=pool, seed=seed, shift=shift)
     meta = learn_to_file(generator, guide, attribute, out, keep=keep_list, layers=layers, settings=settings,
-                         checkpoint_info=info, guide_info=guide_info, progress=progress)
+                         checkpoint_info=info, guide_info=guide_info, progress=resolve_progress(progress))
     report = meta["report"]
     before, after = report["guide_on_pool"]["before"], report["guide_on_pool"]["after"]
     kept = ", ".join(f"{name} flips {100 * before['flips_' + name]:.1f} -> {100 * after['flips_' + name]:.1f} %"
@@ -235,7 +238,7 @@ def _grid_options(function):
               help="W+ rows whose modulation weights are factorised, e.g. 0-3 (default: all).")
 @click.option("--k", "k", type=click.IntRange(1, 4096), default=10, show_default=True, help="Directions to keep.")
 @click.option("--include-torgb", is_flag=True, help="Also factorise the ToRGB layers' modulation weights.")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@out_option("out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @_grid_options
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
@@ -265,7 +268,7 @@ def sefa_command(layers, k, include_torgb, out_dir, grid_seeds, grid_strengths, 
 @click.option("--n", "count", type=click.IntRange(2, 10_000_000), default=10000, show_default=True,
               help="Mapped samples for the PCA.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the z samples.")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@out_option("out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @_grid_options
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
@@ -308,13 +311,13 @@ def info_command(vector) -> None:
 @click.option("--to-distance", is_flag=True,
               help="Read --strength as target signed distances to the SVM boundary recorded with the direction "
                    "(InterFaceGAN editing: each latent moves as far as it needs); `direction svm` files only.")
-@click.option("-o", "--out", "out_dir", default="edited", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder.")
+@out_option("out_dir", default="edited", show_default=True, type=click.Path(file_okay=False),
+            help="Output folder.")
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--invert-steps", type=click.IntRange(1, 1_000_000), default=None,
               help="Inversion steps when --latent is an image [default: invert's default, 1000].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the inversion's progress bar.")
+@progress_option("Show the inversion's progress bar.")
 def apply_direction_command(vector, latent, strength, strength_unit, layers, to_distance, out_dir, ckpt,
                             invert_steps, device, progress) -> None:
     """Add strength x direction to a latent's chosen W+ rows and render the result.
@@ -339,7 +342,7 @@ def apply_direction_command(vector, latent, strength, strength_unit, layers, to_
     manifest = apply_to_folder(generator, vector, latent, out_dir, strengths, layers=layers,
                                strength_unit=strength_unit, checkpoint_info=info,
                                invert_settings=InversionSettings(steps=invert_steps), to_distance=to_distance,
-                               log=_warn, progress=progress)
+                               log=_warn, progress=resolve_progress(progress))
     source = manifest["source"]
     if source.get("kind") == "image":
         click.echo(f"inverted {latent} (PSNR {source['inversion']['psnr_db']:.2f} dB, "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import click
+from latentedit.cli.options import out_option, progress_option
 
 
 @click.group("classifier")
@@ -10,8 +11,8 @@ def classifier_group() -> None:
 
 
 @classifier_group.command("train")
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False),
-              help="Output .safetensors file (training state is kept beside it until the run finishes).")
+@out_option("out", required=True, type=click.Path(dir_okay=False),
+            help="Output .safetensors file (training state is kept beside it until the run finishes).")
 @click.option("--n", "count", type=int, default=30000, show_default=True,
               help="Training faces: toyfaces seed 0, indices [0, N).")
 @click.option("--epochs", type=int, default=8, show_default=True, help="Passes over the training faces.")
@@ -23,18 +24,19 @@ def classifier_group() -> None:
               help="Torch threads for training (default: torch's choice; 1 leaves cores to other jobs).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
               help="Folder to cache the rendered training faces in (an .npz, ~370 MB for 30000).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_command(out, count, epochs, batch_size, lr, seed, workers, threads, cache_dir, quiet) -> None:
+@progress_option("Show progress bars.", quiet_alias=True)
+def train_command(out, count, epochs, batch_size, lr, seed, workers, threads, cache_dir, progress) -> None:
     """Train the attribute classifier on rendered toyfaces (resumable: rerun the same command).
 
     \b
     latentedit classifier train -o attribute_classifier.safetensors --n 30000 --epochs 8 --threads 1
     """
     from latentedit.evaluate import TrainOptions, train_classifier
+    from latentedit.progress import resolve_progress
 
     options = TrainOptions(count=count, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     result = train_classifier(out, options, workers=workers, threads=threads, cache_dir=cache_dir,
-                              progress=not quiet, log=click.echo)
+                              progress=resolve_progress(progress), log=click.echo)
     worst = min(result["validation"], key=result["validation"].get)
     click.echo(f"wrote {result['out_path']}: rendering {result['render_seconds'] / 60:.1f} min, training "
                f"{result['train_seconds'] / 60:.1f} min; validation worst {worst} "
@@ -49,22 +51,27 @@ def train_command(out, count, epochs, batch_size, lr, seed, workers, threads, ca
 @click.option("--start", type=int, default=0, show_default=True, help="First face index.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Rendering processes.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default="classifier_eval.json",
-              show_default=True, help="Where to write the results as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate_command(ckpt, count, seed, start, workers, batch_size, out, quiet) -> None:
+@out_option("out", type=click.Path(dir_okay=False), default="classifier_eval.json", show_default=True,
+            help="Where to write the results as JSON.")
+@progress_option(quiet_alias=True)
+def evaluate_command(ckpt, count, seed, start, workers, batch_size, out, progress) -> None:
     """Per-attribute accuracy on rendered faces: prints a markdown table and writes JSON.
 
     \b
     latentedit classifier evaluate --n 5000
     """
-    from latentedit.evaluate import (evaluate_classifier, format_accuracy_table, load_classifier,
-                                       shipped_classifier_path)
+    from latentedit.evaluate import (
+        evaluate_classifier,
+        format_accuracy_table,
+        load_classifier,
+        shipped_classifier_path,
+    )
     from latentedit.io import sha256_file, versions, write_json
+    from latentedit.progress import resolve_progress
 
     classifier = load_classifier(ckpt)
     result = evaluate_classifier(classifier, count=count, seed=seed, start=start, batch_size=batch_size,
-                                 workers=workers, progress=not quiet)
+                                 workers=workers, progress=resolve_progress(progress))
     weights = ckpt if ckpt is not None else str(shipped_classifier_path())
     write_json(out, {"classifier": weights, "classifier_sha256": sha256_file(weights), **result,
                      "versions": versions()})

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import click
-
 from latentedit.cli.generate_cmd import CKPT_HELP
+from latentedit.cli.options import AliasOption, out_option, progress_option
 from latentedit.cli.stargan_cmds import CKPT_HELP as STARGAN_CKPT_HELP
+
+from latentedit.progress import resolve_progress
 
 
 def _warn(message: str) -> None:
@@ -20,7 +22,7 @@ def evaluate_group() -> None:
 @click.option("--vec", "vectors", multiple=True, required=True,
               help="Direction .npy to evaluate (repeatable; NAME=PATH names it in the tables, default: file stem).")
 @click.option("--attr", "attribute", required=True, help="The attribute the directions should add, e.g. Blond_Hair.")
-@click.option("--strengths", default="0:3:7", show_default=True,
+@click.option("--strength", "strengths", cls=AliasOption, aliases=("--strengths",), default="0:3:7", show_default=True,
               help="Strengths: START:STOP:COUNT (linspace), a list (0,1,2) or one number.")
 @click.option("--source", type=click.Choice(["generated", "inverted"]), default="generated", show_default=True,
               help="generated: samples lacking the attribute; inverted: inversions of held-out toyfaces renders "
@@ -37,7 +39,7 @@ def evaluate_group() -> None:
 @click.option("--normalize", is_flag=True,
               help="Rescale every direction to magnitude 1 (W norm / RMS row norm), so strengths are comparable.")
 @click.option("--to-distance", is_flag=True,
-              help="Read --strengths as target signed distances to each direction's SVM boundary (InterFaceGAN "
+              help="Read --strength as target signed distances to each direction's SVM boundary (InterFaceGAN "
                    "editing: each source moves as far as it needs); SVM directions only.")
 @click.option("--watch", default="Male", show_default=True,
               help="Comma-separated attributes whose flip rates get their own columns.")
@@ -45,7 +47,8 @@ def evaluate_group() -> None:
               help="Report the smallest strength reaching this success rate.")
 @click.option("--invert-steps", type=click.IntRange(1, 1_000_000), default=200, show_default=True,
               help="Inversion steps per held-out face (inverted sources; cached in OUT/inversions).")
-@click.option("--invert-batch", type=click.IntRange(1, 256), default=8, show_default=True,
+@click.option("--invert-batch-size", "invert_batch", cls=AliasOption, aliases=("--invert-batch",),
+              type=click.IntRange(1, 256), default=8, show_default=True,
               help="Held-out faces inverted together.")
 @click.option("--n-present", "n_present", type=click.IntRange(0, 100_000), default=0, show_default=True,
               help="Also edit this many generated sources that already have ATTR and report whether they keep it.")
@@ -54,11 +57,11 @@ def evaluate_group() -> None:
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), default=None,
               help="Attribute classifier .safetensors (default: the shipped one).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="edit_eval", show_default=True,
-              help="Output folder.")
+@out_option("out_dir", type=click.Path(file_okay=False), default="edit_eval", show_default=True,
+            help="Output folder.")
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@progress_option()
 def edit_command(vectors, attribute, strengths, source, count, seed, start, layers, strength_unit, normalize,
                  to_distance, watch, target_success, invert_steps, invert_batch, n_present, keep, classifier_path,
                  batch_size, out_dir, ckpt, device, progress) -> None:
@@ -70,13 +73,12 @@ def edit_command(vectors, attribute, strengths, source, count, seed, start, laye
 
     \b
     latentedit evaluate edit --vec blond_pulse.npy --vec blond_svm.npy --attr Blond_Hair \\
-        --strengths 0:3:7 --source inverted --n 50 -o runs/eval_blond
+        --strength 0:3:7 --source inverted --n 50 -o runs/eval_blond
     """
     from latentedit.checkpoints import load_generator
     from latentedit.device import resolve_device
     from latentedit.directions import parse_strengths
-    from latentedit.evaluate import load_attribute_classifier
-    from latentedit.evaluate import evaluate_edit_to_folder
+    from latentedit.evaluate import evaluate_edit_to_folder, load_attribute_classifier
     from latentedit.invert import InversionSettings
 
     strength_list = parse_strengths(strengths)
@@ -91,7 +93,7 @@ def edit_command(vectors, attribute, strengths, source, count, seed, start, laye
         invert_batch=invert_batch, checkpoint_info=info.to_dict(), classifier_info=classifier_info, watch=watch_list,
         target_success=target_success, batch_size=batch_size, keep=keep, to_distance=to_distance,
         n_present=n_present, log=_warn,
-        progress=progress)
+        progress=resolve_progress(progress))
     unit = "distance" if to_distance else "strength"
     for name, entry in result["directions"].items():
         best = entry["summary"]["best"]
@@ -117,8 +119,9 @@ COMMANDS = [evaluate_group]
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated samples.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Rendering processes.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="model_eval", show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@out_option("out_dir", type=click.Path(file_okay=False), default="model_eval", show_default=True,
+            help="Output folder.")
+@progress_option()
 def model_command(ckpt, count, seed, workers, device, out_dir, progress) -> None:
     """Score a generator trained on toyfaces: FD-toy against held-out renders (with the floor and the
     untrained architecture measured in the same run) and attribute frequencies against the training data.
@@ -133,7 +136,7 @@ def model_command(ckpt, count, seed, workers, device, out_dir, progress) -> None
     from latentedit.evaluate import evaluate_generator, format_report, sample_images
 
     generator, info = load_generator(ckpt, device=resolve_device(device))
-    result = evaluate_generator(generator, count=count, seed=seed, workers=workers, progress=progress)
+    result = evaluate_generator(generator, count=count, seed=seed, workers=workers, progress=resolve_progress(progress))
     result["checkpoint"] = info.to_dict()
     result["versions"] = io.versions()
     report = format_report(result)
@@ -160,7 +163,8 @@ def model_command(ckpt, count, seed, workers, device, out_dir, progress) -> None
               help="Sources shown in each attribute's sample grid.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="stargan_eval", show_default=True)
+@out_option("out_dir", type=click.Path(file_okay=False), default="stargan_eval", show_default=True,
+            help="Output folder.")
 def stargan_command(ckpt, attributes, count, start, classifier_path, keep, batch_size, device, out_dir) -> None:
     """Score StarGAN translations exactly as `evaluate edit --source inverted` scores latent edits: on held-out
     toyfaces renders lacking each attribute, the success rate, side-effect flips, pixel / LPIPS change, PSNR to

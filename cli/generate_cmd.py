@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import click
+from latentedit.cli.options import AliasOption, out_option, progress_option
 
 CKPT_HELP = ("Checkpoint: a shipped name (toyfaces64), a rosinality .pt, an NVIDIA stylegan2-ada .pkl or a "
              "latentedit .safetensors file.")
@@ -13,18 +14,19 @@ CKPT_HELP = ("Checkpoint: a shipped name (toyfaces64), a rosinality .pt, an NVID
               "Default 0-7 when --latent is not given.")
 @click.option("--latent", "latent_path", type=click.Path(dir_okay=False), default=None,
               help="A .npy latent: W [w_dim] / [N, w_dim] or W+ [num_ws, w_dim] / [N, num_ws, w_dim].")
-@click.option("--truncation", "-psi", type=float, default=1.0, show_default=True,
-              help="Truncation psi: w_avg + psi * (w - w_avg).")
+@click.option("--truncation", "--psi", "truncation", cls=AliasOption, aliases=("-psi",), type=float, default=1.0,
+              show_default=True, help="Truncation psi: w_avg + psi * (w - w_avg).")
 @click.option("--truncation-cutoff", type=int, default=None, help="Truncate only W+ rows below this index.")
 @click.option("--noise", "noise_mode", type=click.Choice(["const", "random", "zero"]), default="const",
               show_default=True, help="Noise inputs: stored buffers, fresh (seeded) N(0,1), or zero.")
 @click.option("--grid/--no-grid", default=True, show_default=True, help="Also write grid.png.")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="generated", show_default=True,
-              help="Output folder.")
+@out_option("out_dir", type=click.Path(file_okay=False), default="generated", show_default=True,
+            help="Output folder.")
+@progress_option("Show a progress bar (when there is more than one batch).")
 def generate_command(ckpt, seeds, latent_path, truncation, truncation_cutoff, noise_mode, grid, batch_size, device,
-                     out_dir):
+                     out_dir, progress):
     """Generate images from seeds or a latent file.
 
     Writes <name>.png and <name>.npy (its W+ [num_ws, w_dim]) per image, w_plus.npy with all of them,
@@ -32,19 +34,20 @@ def generate_command(ckpt, seeds, latent_path, truncation, truncation_cutoff, no
     """
     from latentedit.checkpoints import load_generator
     from latentedit.device import resolve_device
-    from latentedit.model import generate_to_folder
     from latentedit.latents import parse_seeds
+    from latentedit.model import generate_to_folder
+    from latentedit.progress import resolve_progress
 
     seed_list = None
     if latent_path is None:
         seed_list = parse_seeds(seeds or "0-7")
     elif seeds is not None:
-        raise click.UsageError("give --seeds or --latent, not both")
+        raise click.UsageError("give --seeds or --latent, not both", ctx=click.get_current_context())
     generator, info = load_generator(ckpt, device=resolve_device(device))
     manifest = generate_to_folder(generator, out_dir, checkpoint_info=info.to_dict(), seeds=seed_list,
                                   latent_path=latent_path, truncation=truncation,
                                   truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, grid=grid,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, progress=resolve_progress(progress))
     click.echo(f"wrote {len(manifest['names'])} image(s) of {generator.size}x{generator.size} to {out_dir} "
                f"({manifest['wall_time_s']:.1f} s)")
 

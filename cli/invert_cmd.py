@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import click
-
 from latentedit.cli.generate_cmd import CKPT_HELP
+from latentedit.cli.options import out_option, progress_option
+
+from latentedit.progress import resolve_progress
 
 
 @click.command("invert")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="inverted", show_default=True,
-              help="Output folder.")
+@out_option("out_dir", type=click.Path(file_okay=False), default="inverted", show_default=True,
+            help="Output folder.")
 @click.option("--preset", type=click.Choice(["image2stylegan", "projector"]), default="image2stylegan",
               show_default=True, help="image2stylegan: the paper (Adam 0.01, MSE + VGG16 layers, fixed noise). "
               "projector: NVIDIA/rosinality schedule (lr ramp, latent noise, LPIPS, optimised noise).")
@@ -40,7 +42,7 @@ from latentedit.cli.generate_cmd import CKPT_HELP
 @click.option("--save-video", is_flag=True, help="Also write <stem>_progress.gif.")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_option("Show a progress bar.")
 def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, vgg_weights, mse_weight,
                    perceptual_weight, noise, noise_regularize, batch_size, seed, target_psnr, save_video, overwrite,
                    device, progress):
@@ -64,7 +66,7 @@ def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, 
                                  noise_regularize=noise_regularize, batch_size=batch_size, seed=seed,
                                  target_psnr=target_psnr, save_video=save_video, vgg_weights=vgg_weights)
     summary = invert_files(images, out_dir, settings, ckpt=ckpt, device=device, overwrite=overwrite,
-                           progress=progress)
+                           progress=resolve_progress(progress))
     counts = summary["counts"]
     if counts["total"] and counts["failed"] == counts["total"]:
         raise InputError(f"all {counts['total']} input(s) failed; nothing was inverted (see the errors above)")

@@ -1,7 +1,9 @@
 """The ``latentedit`` command. Thin by design: parse options, call the library, report.
 
 Every user-facing error is a :class:`latentedit.errors.LatentEditError`; it is printed as one line
-(``error: ...``) with a non-zero exit code. ``--debug`` shows the traceback instead.
+(``error: ...``) with a non-zero exit code. ``--debug`` shows the traceback instead. Click's own usage
+errors (a missing or unknown option, a bad value) are one line too, with exit code 2:
+``error: Missing option '-o' / '--out' (see latentedit convert --help)``.
 """
 from __future__ import annotations
 
@@ -29,18 +31,58 @@ COMMAND_MODULES = (
 )
 
 
+class _OneLineError(click.ClickException):
+    """A click error shown as one line, ``error: MESSAGE (see latentedit CMD --help)``, with its exit code."""
+
+    def __init__(self, error: click.ClickException) -> None:
+        super().__init__(error.format_message())
+        self.exit_code = error.exit_code
+        self.ctx = getattr(error, "ctx", None)
+
+    def show(self, file=None) -> None:
+        message = " ".join(self.message.split())
+        if message.endswith(".") and not message.endswith(".."):
+            message = message[:-1]
+        if self.ctx is not None:
+            message += f" (see {_command_path(self.ctx)} --help)"
+        click.echo(f"error: {message}", file=file, err=file is None)
+
+
+def _command_path(ctx: click.Context) -> str:
+    """``latentedit SUB CMD`` whatever the root was invoked as (``python -m``, CliRunner, torchrun)."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name or ctx.command.name or "")
+        ctx = ctx.parent
+    return " ".join(["latentedit", *reversed(names)])
+
+
+def _one_line(error: click.ClickException) -> click.ClickException:
+    if isinstance(error, (_OneLineError, getattr(click.exceptions, "NoArgsIsHelpError", ()))):
+        return error  # already one line, or a bare group name: click prints that group's help
+    return _OneLineError(error)
+
+
 class _Group(click.Group):
-    """Turns library errors into one-line messages unless ``--debug`` was given."""
+    """Turns library and usage errors into one-line messages unless ``--debug`` was given."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:  # the top-level options (--debug, --version, an unknown one)
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as error:
+            raise _one_line(error) from error
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.ClickException as error:  # parsing a subcommand's options, or raised by a command
+            raise _one_line(error) from error
         except LatentEditError as error:
             if ctx.find_root().params.get("debug"):
                 raise
             click.echo(f"error: {error}", err=True)
             sys.exit(error.exit_code)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+        except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -26,7 +26,6 @@ def check_command(device: str | None, dtype: str, repeats: int, as_json: bool) -
     which one LATENTEDIT_OPS=auto picks by these timings.
     """
     import torch
-
     from latentedit.ops.check import check_ops, format_table
 
     rows = check_ops(device=device, dtype=getattr(torch, dtype), repeats=repeats)

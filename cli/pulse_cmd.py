@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import click
+from latentedit.cli.options import out_option, progress_option
+
+from latentedit.progress import resolve_progress
 
 CKPT_HELP = ("Checkpoint: a shipped name (toyfaces64), a rosinality .pt, an NVIDIA stylegan2-ada .pkl or a "
              "latentedit .safetensors file.")
@@ -12,8 +15,8 @@ CKPT_HELP = ("Checkpoint: a shipped name (toyfaces64), a rosinality .pt, an NVID
               help="Reference image (repeatable). Square, of side G.size / 2^k (16 for the 64 px default). "
                    "With alpha, only opaque pixels are matched.")
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="pulse", show_default=True,
-              help="Output folder.")
+@out_option("out_dir", type=click.Path(file_okay=False), default="pulse", show_default=True,
+            help="Output folder.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Start of duplicate k is seed+k, for every reference (same seed => same start and result).")
 @click.option("--duplicates", type=click.IntRange(1, 10000), default=1, show_default=True,
@@ -44,7 +47,7 @@ CKPT_HELP = ("Checkpoint: a shipped name (toyfaces64), a rosinality .pt, an NVID
 @click.option("--fit-samples", type=click.IntRange(2, 100_000_000), default=1_000_000, show_default=True,
               help="z samples of the Gaussian fit of the mapping network (cached per generator).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@progress_option("Show progress bars.")
 def pulse_command(refs, ckpt, out_dir, seed, duplicates, steps, lr, lr_schedule, loss, eps, noise_type,
                   num_trainable_noise_layers, bad_noise_layers, tile_latent, optimizer, batch_size, stop_at_eps,
                   save_intermediate, strict, fit_samples, device, progress):
@@ -65,7 +68,8 @@ def pulse_command(refs, ckpt, out_dir, seed, duplicates, steps, lr, lr_schedule,
                              stop_at_eps=stop_at_eps, fit_samples=fit_samples)
     records = pulse_to_folder(generator, list(refs), out_dir, settings, seed=seed, duplicates=duplicates,
                               batch_size=batch_size, checkpoint_info=info.to_dict(),
-                              save_intermediate=save_intermediate, progress=progress, report=click.echo)
+                              save_intermediate=save_intermediate, progress=resolve_progress(progress),
+                              report=click.echo)
     failed = [r["name"] for r in records if not r["success"]]
     click.echo(f"{len(records) - len(failed)} of {len(records)} result(s) reached eps {eps:g}; wrote {out_dir}")
     if failed and strict:

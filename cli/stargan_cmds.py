@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from click.core import ParameterSource
+from latentedit.cli.options import AliasOption, out_option, progress_option
 
 from latentedit.errors import InputError
 
@@ -27,8 +28,8 @@ def stargan_group() -> None:
                    "'latentedit data toyfaces --format celeba'). Optional when resuming.")
 @click.option("--attrs", default="Black_Hair,Blond_Hair,Brown_Hair,Male,Young", show_default=True,
               help="Comma-separated attribute names, in label order.")
-@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
-              help="Run folder. If it holds checkpoint.pt, training resumes from it.")
+@out_option("output", aliases=("--output",), type=click.Path(file_okay=False), default=None,
+            help="Run folder. If it holds checkpoint.pt, training resumes from it.")
 @click.option("--resume", type=click.Path(), default=None,
               help="Continue from this run folder (or checkpoint file); -o defaults to it.")
 @click.option("--image-size", type=int, default=128, show_default=True, help="Training resolution (multiple of 4).")
@@ -39,7 +40,8 @@ def stargan_group() -> None:
 @click.option("--g-repeat-num", type=int, default=6, show_default=True, help="Generator residual blocks.")
 @click.option("--d-repeat-num", type=int, default=6, show_default=True,
               help="Discriminator strided convolutions (image size must be a multiple of 2^N).")
-@click.option("--batch", type=int, default=16, show_default=True, help="Global batch (split across processes).")
+@click.option("--batch-size", "batch", cls=AliasOption, aliases=("--batch",), type=int, default=16, show_default=True,
+              help="Global batch (split across processes).")
 @click.option("--iters", type=int, default=200000, show_default=True,
               help="Total iterations (discriminator updates) of the run; a resumed run stops here too.")
 @click.option("--decay-iters", type=int, default=None,
@@ -70,7 +72,7 @@ def stargan_group() -> None:
               help="auto = CUDA when available.")
 @click.option("--session-iters", type=int, default=None,
               help="Stop after this many iterations of this session, with a checkpoint; rerun to continue.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_option()
 @click.pass_context
 def train_command(ctx: click.Context, data, attrs, output, resume, session_iters, progress, **options) -> None:
     """Train StarGAN (WGAN-GP, official recipe); writes RUN/checkpoint.pt, RUN/generator.safetensors,
@@ -87,6 +89,7 @@ def train_command(ctx: click.Context, data, attrs, output, resume, session_iters
     Interrupting (Ctrl-C, SIGTERM) writes a checkpoint first; rerunning the same command resumes.
     """
     from latentedit.baselines import stargan_train
+    from latentedit.progress import resolve_progress
 
     if output is None and resume is None:
         raise InputError("give the run folder with -o RUN (or --resume RUN to continue a run)")
@@ -104,8 +107,8 @@ def train_command(ctx: click.Context, data, attrs, output, resume, session_iters
         requested = stargan_train.StarGANTrainConfig(data=str(data or saved["args"]["data"]), **values)
         config = stargan_train.resume_config(saved["args"], requested, explicit & (set(values) | {"data"}))
         del saved
-    result = stargan_train.train_stargan(config, output, resume_from=checkpoint_path, progress=progress,
-                                         session_iters=session_iters)
+    result = stargan_train.train_stargan(config, output, resume_from=checkpoint_path,
+                                         progress=resolve_progress(progress), session_iters=session_iters)
     rank_zero = os.environ.get("RANK", "0") == "0"
     if result.stop_signal is not None:
         if rank_zero:
@@ -127,8 +130,8 @@ def train_command(ctx: click.Context, data, attrs, output, resume, session_iters
 @click.option("--source-attrs", multiple=True, help=SOURCE_HELP)
 @click.option("--classifier", type=click.Path(dir_okay=False), default=None,
               help="Attribute classifier for the source labels [default: the shipped one].")
-@click.option("-o", "--out", "output", type=click.Path(), required=True,
-              help="A .png file (one image) or a folder (<stem>.png per image and transfer.json).")
+@out_option("output", type=click.Path(), required=True,
+            help="A .png file (one image) or a folder (<stem>.png per image and transfer.json).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 def transfer_command(images, changes, ckpt, source_attrs, classifier, output, device) -> None:
     """Change attributes of face images with a StarGAN generator.
@@ -153,8 +156,7 @@ def transfer_command(images, changes, ckpt, source_attrs, classifier, output, de
 @click.option("--source-attrs", multiple=True, help=SOURCE_HELP)
 @click.option("--classifier", type=click.Path(dir_okay=False), default=None,
               help="Attribute classifier for the source labels [default: the shipped one].")
-@click.option("-o", "--out", "output", type=click.Path(dir_okay=False), default="grid.png", show_default=True,
-              help="Output PNG.")
+@out_option("output", type=click.Path(dir_okay=False), default="grid.png", show_default=True, help="Output PNG.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 def grid_command(images, ckpt, source_attrs, classifier, output, device) -> None:
     """Every single-attribute translation of each image in one row: the input, then per attribute a hair

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 from click.core import ParameterSource
+from latentedit.cli.options import AliasOption, out_option, progress_option
 
 from latentedit.errors import InputError
 
@@ -28,14 +29,15 @@ def train_group() -> None:
                    "Optional when resuming.")
 @click.option("--data-format", type=click.Choice(["auto", "folder", "celeba", "toyfaces"]), default="auto",
               show_default=True, help="How to read --data; auto detects it.")
-@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
-              help="Run folder. If it holds checkpoint.pt, training resumes from it.")
+@out_option("output", aliases=("--output",), type=click.Path(file_okay=False), default=None,
+            help="Run folder. If it holds checkpoint.pt, training resumes from it.")
 @click.option("--resume", type=click.Path(), default=None,
               help="Continue from this run folder (or checkpoint file); -o defaults to it.")
 @click.option("--size", type=int, default=64, show_default=True, help="Image size (a power of two >= 8).")
 @click.option("--kimg", type=float, default=200.0, show_default=True,
               help="Total length of the run in thousands of real images (a resumed run stops here too).")
-@click.option("--batch", type=int, default=16, show_default=True, help="Global batch (split across processes).")
+@click.option("--batch-size", "batch", cls=AliasOption, aliases=("--batch",), type=int, default=16, show_default=True,
+              help="Global batch (split across processes).")
 @click.option("--channels", type=str, default=None,
               help="Channels per resolution, e.g. 4:128,8:128,16:128,32:64,64:32 (default: that rule, "
                    "min(128, 2048/res), at least 16).")
@@ -63,7 +65,7 @@ def train_group() -> None:
               help="auto = CUDA when available.")
 @click.option("--channels-last/--no-channels-last", default=False, show_default=True,
               help="NHWC memory format for D and images (slower here with the compiled ops; try it elsewhere).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_option()
 @click.option("--attribute-eval-kimg", type=click.FloatRange(0, None), default=0.0, show_default=True,
               help="Every N kimg, log the attribute classifier's frequencies of Black/Blond/Brown/Gray hair, "
                    "Eyeglasses, Smiling and Male on 512 samples (toyfaces data; 0 = off).")
@@ -82,6 +84,7 @@ def train_stylegan2_cmd(ctx: click.Context, data, data_format, output, resume, s
 
     Interrupting (Ctrl-C, SIGTERM) writes a checkpoint first; rerunning the same command resumes.
     """
+    from latentedit.progress import resolve_progress
     from latentedit.train import stylegan2
     from latentedit.train.common import parse_channels
 
@@ -114,7 +117,7 @@ def train_stylegan2_cmd(ctx: click.Context, data, data_format, output, resume, s
         from latentedit.evaluate import attribute_frequency_hook
 
         eval_hook = attribute_frequency_hook()
-    result = stylegan2.train_stylegan2(config, output, resume_from=checkpoint_path, progress=progress,
+    result = stylegan2.train_stylegan2(config, output, resume_from=checkpoint_path, progress=resolve_progress(progress),
                                        eval_hook=eval_hook, eval_every_kimg=attribute_eval_kimg)
     rank_zero = _is_rank_zero()
     if result.stop_signal is not None:
