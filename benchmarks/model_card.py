@@ -32,7 +32,7 @@ GPU_MEASURES = ("`toyfaces64_gpu` is closer to the data than `toyfaces64` (FD-to
 MODELS = {
     "toyfaces64": {
         "run": "runs/toyfaces64", "eval": "runs/toyfaces64_eval",
-        "command": "latentedit train stylegan2 --data toyfaces:0:100000 --size 64 --kimg 200 --batch 16 -o runs/toyfaces64\n"
+        "command": "latentedit train stylegan2 --data toyfaces:0:100000 --size 64 --kimg 200 --batch-size 16 -o runs/toyfaces64\n"
                    "# resumed after each session end (the run folder keeps every option), with the balance check on:\n"
                    "latentedit train stylegan2 -o runs/toyfaces64 --attribute-eval-kimg 10",
         "planned_kimg": 200.0,
@@ -54,7 +54,7 @@ MODELS = {
     },
     "toyfaces64_gpu": {
         "run": "runs/gpu64", "eval": "runs/toyfaces64_gpu_eval",
-        "command": "latentedit train stylegan2 --data toyfaces:0:1000000 --size 64 --kimg 6000 --batch 32 --ema-kimg 10 \\\n"
+        "command": "latentedit train stylegan2 --data toyfaces:0:1000000 --size 64 --kimg 6000 --batch-size 32 --ema-kimg 10 \\\n"
                    "    --workers 13 --device cuda --snapshot-kimg 40 --sample-kimg 100 --log-kimg 5 \\\n"
                    "    --attribute-eval-kimg 100 --no-progress -o runs/gpu64",
         "planned_kimg": 6000.0,

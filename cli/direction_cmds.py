@@ -184,6 +184,9 @@ def svm_command(attribute, count, conditions, out, seed, C, samples_path, classi
 @click.option("--pool", type=click.IntRange(2, 1_000_000), default=1000, show_default=True,
               help="Generated samples the sources are drawn from.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sources-with", "sources_with", default=None,
+              help="Learn only from sources the guide also labels with this attribute (e.g. Gray_Hair): a "
+                   "direction for one source group.")
 @click.option("--shift", type=click.IntRange(0, 16), default=4, show_default=True,
               help="Random translation (pixels, reflect-padded) of the edited images before the guide sees them, "
                    "so that the direction cannot exploit where the guide looks (0: off).")
@@ -192,7 +195,7 @@ def svm_command(attribute, count, conditions, out, seed, C, samples_path, classi
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @progress_option()
 def learn_command(attribute, keep, layers, guide_path, strength, steps, batch_size, lr, keep_weight, other_weight,
-                  pool, seed, shift, out, ckpt, device, progress) -> None:
+                  pool, seed, sources_with, shift, out, ckpt, device, progress) -> None:
     """Learn a direction that adds ATTR and keeps the other attributes, judged by a guide classifier.
 
     Adam on a unit direction applied at --strength on --layers, to generated sources lacking ATTR: the
@@ -209,7 +212,8 @@ def learn_command(attribute, keep, layers, guide_path, strength, steps, batch_si
     generator, info = _load(ckpt, device)
     guide, guide_info = load_attribute_classifier(guide_path, device=next(generator.parameters()).device)
     settings = LearnSettings(strength=strength, steps=steps, batch_size=batch_size, lr=lr, keep_weight=keep_weight,
-                             other_weight=other_weight, pool=pool, seed=seed, shift=shift)
+                             other_weight=other_weight, pool=pool, seed=seed, shift=shift,
+                             sources_with=sources_with)
     meta = learn_to_file(generator, guide, attribute, out, keep=keep_list, layers=layers, settings=settings,
                          checkpoint_info=info, guide_info=guide_info, progress=resolve_progress(progress))
     report = meta["report"]

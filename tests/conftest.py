@@ -21,16 +21,9 @@ def refdata() -> Path:
 @pytest.fixture()
 def tiny_generator():
     """A random 32 px generator with odd channel counts (not a refdata shape)."""
-    from latentedit.model import Generator, GeneratorConfig
+    from helpers import make_generator
 
-    torch.manual_seed(7)
-    generator = Generator(GeneratorConfig(size=32, style_dim=24, n_mlp=2, channels={4: 20, 8: 18, 16: 12, 32: 10}))
-    with torch.no_grad():  # noise strengths start at 0; make the noise inputs matter
-        for name, parameter in generator.named_parameters():
-            if name.endswith("noise.weight"):
-                parameter.fill_(0.3)
-    generator.set_w_avg(generator.compute_w_avg(num_samples=256))
-    return generator.eval()
+    return make_generator(7).requires_grad_(True)
 
 
 @pytest.fixture(scope="module")

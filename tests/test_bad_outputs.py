@@ -19,7 +19,8 @@ from latentedit import io as lio
 from latentedit.checkpoints import save_native
 from latentedit.cli.main import cli
 from latentedit.errors import InputError
-from latentedit.model import Generator, GeneratorConfig
+from latentedit.model import Generator
+from helpers import make_generator
 
 pytestmark = pytest.mark.usefixtures("single_thread", "private_caches")
 
@@ -41,10 +42,7 @@ def strict_json(path: Path):
 
 @pytest.fixture(scope="module")
 def generator() -> Generator:
-    torch.manual_seed(3)
-    model = Generator(GeneratorConfig(size=32, style_dim=16, n_mlp=1, channels={4: 16, 8: 16, 16: 8, 32: 8}))
-    model.set_w_avg(model.compute_w_avg(num_samples=256))
-    return model.eval().requires_grad_(False)
+    return make_generator(3, style_dim=16, n_mlp=1, channels={4: 16, 8: 16, 16: 8, 32: 8}, noise_weight=None)
 
 
 @pytest.fixture(scope="module")

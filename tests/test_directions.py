@@ -18,7 +18,8 @@ from latentedit import directions as dirs
 from latentedit.checkpoints import save_native
 from latentedit.data.toyfaces import ATTRIBUTE_NAMES
 from latentedit.errors import InputError
-from latentedit.model import Generator, GeneratorConfig
+from latentedit.model import Generator
+from helpers import make_generator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
@@ -29,14 +30,7 @@ pytestmark = pytest.mark.usefixtures("single_thread", "private_caches")
 
 @pytest.fixture(scope="module")
 def generator() -> Generator:
-    torch.manual_seed(7)
-    model = Generator(GeneratorConfig(size=32, style_dim=24, n_mlp=2, channels={4: 20, 8: 18, 16: 12, 32: 10}))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("noise.weight"):
-                parameter.fill_(0.3)
-    model.set_w_avg(model.compute_w_avg(num_samples=256))
-    return model.eval().requires_grad_(False)
+    return make_generator(7)
 
 
 @pytest.fixture(scope="module")

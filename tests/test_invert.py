@@ -20,8 +20,9 @@ from latentedit.checkpoints import load_generator, save_native
 from latentedit.cli.main import cli
 from latentedit.errors import InputError
 from latentedit.invert.optimize import InversionSettings, invert, noise_regularization, prepare_perceptual, projector_lr
-from latentedit.model import Generator, GeneratorConfig
+from latentedit.model import Generator
 from latentedit.invert.perceptual import VGG16_FILENAME, build_perceptual, choose_perceptual
+from helpers import make_generator
 
 
 def run_cli(*args):
@@ -30,14 +31,8 @@ def run_cli(*args):
 
 @pytest.fixture(scope="module")
 def generator() -> Generator:
-    torch.manual_seed(3)
-    model = Generator(GeneratorConfig(size=32, style_dim=32, n_mlp=2, channels={4: 32, 8: 32, 16: 16, 32: 16}))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("noise.weight"):
-                parameter.fill_(0.2)
-    model.set_w_avg(model.compute_w_avg(num_samples=512))
-    return model.eval().requires_grad_(False)
+    return make_generator(3, style_dim=32, channels={4: 32, 8: 32, 16: 16, 32: 16}, noise_weight=0.2,
+                          w_avg_samples=512)
 
 
 @pytest.fixture(scope="module")

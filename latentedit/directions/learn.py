@@ -58,6 +58,9 @@ class LearnSettings:
     pool: int = 1000
     seed: int = 0
     shift: int = 4
+    #: Learn only from sources the guide labels with this attribute too (e.g. ``Gray_Hair``): a direction for
+    #: one source group, where the average direction fails on it. None: every source lacking the attribute.
+    sources_with: str | None = None
 
     def validated(self) -> "LearnSettings":
         if not (self.strength > 0 and math.isfinite(self.strength)):
@@ -111,11 +114,20 @@ def learn_direction(generator: Generator, guide, attribute: str, keep: Sequence[
     pool = sample_and_label(generator, guide, settings.pool, POOL_SEED_OFFSET + settings.seed)
     w, probs = torch.from_numpy(pool.w).to(device), torch.from_numpy(pool.probs).to(device)
     present = probs[:, target] >= 0.5
-    sources = torch.nonzero(~present).flatten()
+    chosen = ~present
+    if settings.sources_with is not None:
+        if settings.sources_with not in names:
+            raise InputError(f"unknown attribute {settings.sources_with!r} for --sources-with; the guide knows "
+                             f"{', '.join(names)}")
+        chosen &= probs[:, names.index(settings.sources_with)] >= 0.5
+    sources = torch.nonzero(chosen).flatten()
     if len(sources) < 2 or int(present.sum()) < 2:
-        raise InputError(f"the guide labels {int(present.sum())} of {len(w)} pool samples {attribute}; learning "
-                         "needs both (raise the pool size)")
-    initial = w[present].mean(0) - w[~present].mean(0)
+        group = f" with {settings.sources_with}" if settings.sources_with else ""
+        raise InputError(f"the guide labels {int(present.sum())} of {len(w)} pool samples {attribute} and "
+                         f"{len(sources)} sources{group} lacking it; learning needs at least 2 of each (raise --pool)")
+    # From the chosen sources' mean towards the attribute's: for a source group this already points from
+    # that group (gray hair, say) to the attribute, not from the average source.
+    initial = w[present].mean(0) - w[chosen].mean(0)
     vector = (initial / initial.norm()).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([vector], lr=settings.lr)
     mask = torch.zeros(generator.num_ws, 1, device=device)
