@@ -23,7 +23,8 @@ def check_command(device: str | None, dtype: str, repeats: int, as_json: bool) -
 
     Prints one row per op, device and backend: whether it built, the largest absolute difference
     from native (forward and gradient), milliseconds per call, speed relative to native, and (*)
-    which one LATENTEDIT_OPS=auto picks by these timings.
+    which one LATENTEDIT_OPS=auto uses: a fixed rule per op and device (not these timings, so that
+    results do not change with machine load).
     """
     import torch
     from latentedit.ops.check import check_ops, format_table
