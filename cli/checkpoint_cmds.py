@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 from latentedit.cli.options import out_option
 
 from latentedit.checkpoints import convert_checkpoint, inspect_checkpoint
+from latentedit.errors import InputError
 
 
 def _format_report(report: dict) -> str:
@@ -46,11 +48,21 @@ def info_command(checkpoint: str, as_json: bool) -> None:
 
 @click.command("convert")
 @click.argument("source")
-@out_option("output", aliases=("--output",), required=True, type=click.Path(dir_okay=False),
-            help="Destination .safetensors file (written atomically).")
-def convert_command(source: str, output: str) -> None:
+@out_option("output", aliases=("--output",), type=click.Path(dir_okay=False), default=None,
+            help="Destination .safetensors file (written atomically). [default: <SOURCE stem>.safetensors in "
+                 "the current folder]")
+def convert_command(source: str, output: str | None) -> None:
     """Convert the generator of SOURCE (rosinality .pt, NVIDIA .pkl or .safetensors) to latentedit's native
-    .safetensors format, keeping its w_avg (computed from 10,000 seeded samples when SOURCE stores none)."""
+    .safetensors format, keeping its w_avg (computed from 10,000 seeded samples when SOURCE stores none).
+
+    \b
+    latentedit convert stylegan2-ffhq.pt      (writes stylegan2-ffhq.safetensors here)
+    latentedit convert network.pkl -o runs/ffhq.safetensors
+    """
+    if output is None:
+        output = Path(source).stem + ".safetensors"
+        if Path(output).resolve() == Path(source).resolve():
+            raise InputError(f"the default output {output} is SOURCE itself; give another file with -o")
     info = convert_checkpoint(source, output)
     click.echo(f"wrote {info.path} ({info.config.size}x{info.config.size}, {info.num_parameters:,} parameters, "
                f"from {info.provenance.get('source_format')}; sha256 {info.sha256})")

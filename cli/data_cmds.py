@@ -13,7 +13,9 @@ def data_group() -> None:
 
 
 @data_group.command("toyfaces")
-@out_option("out", required=True, type=click.Path(), help="Export folder, or a .png file when --index is given.")
+@out_option("out", type=click.Path(), default=None,
+            help="Export folder, or a .png file when --index is given. "
+                 "[default: toyfaces/; with --index: toyface_<SEED>_<INDEX>.png]")
 @click.option("--n", "count", type=int, default=None, help="Number of faces to export.")
 @click.option("--size", type=int, default=64, show_default=True, help="Image size in pixels (square).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -31,7 +33,9 @@ def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignm
 
     \b
     latentedit data toyfaces --n 30000 --size 64 -o data/toyfaces64
+    latentedit data toyfaces --n 100      (exports to toyfaces/)
     latentedit data toyfaces --seed 0 --index 7 --set Blond_Hair=1 --set Eyeglasses=0 -o face.png
+    latentedit data toyfaces --seed 1 --index 7      (writes toyface_1_7.png)
     """
     import os
 
@@ -40,6 +44,8 @@ def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignm
     if index is not None:
         if count is not None:
             raise InputError("--n exports a data set and --index renders one face: give only one of them")
+        if out is None:
+            out = f"toyface_{seed}_{index}.png"
         if not str(out).lower().endswith(".png"):
             raise InputError(f"with --index, -o must be a .png file, got {out!r}")
         overrides = toyfaces.parse_overrides(assignments)
@@ -57,13 +63,14 @@ def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignm
     if count is None:
         raise InputError("give --n (number of faces to export) or --index (one face)")
     from latentedit.data.toyfaces_export import export_toyfaces
+    out = out if out is not None else "toyfaces"
     from latentedit.progress import resolve_progress
 
     workers = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
     result = export_toyfaces(out, count, size=size, seed=seed, start=start, fmt=fmt, workers=workers,
                              progress=resolve_progress(progress))
-    click.echo(f"{result['out_dir']}: {result['count']} faces ({result['rendered']} rendered, "
-               f"{result['skipped']} already there), format {fmt}")
+    click.echo(f"wrote {result['count']} faces ({result['rendered']} rendered, {result['skipped']} already there), "
+               f"format {fmt}, to {result['out_dir']}")
 
 
 COMMANDS = [data_group]

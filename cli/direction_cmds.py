@@ -43,12 +43,13 @@ def direction_group() -> None:
 @direction_group.command("diff")
 @click.argument("a", type=click.Path(dir_okay=False))
 @click.argument("b", type=click.Path(dir_okay=False))
-@out_option("out", required=True, type=click.Path(dir_okay=False), help="Output .npy.")
+@out_option("out", type=click.Path(dir_okay=False), default="diff.npy", show_default=True, help="Output .npy.")
 def diff_command(a, b, out) -> None:
     """A - B of two latents or directions (W [w_dim] or W+ [num_ws, w_dim]; a W operand is broadcast over
     the W+ rows of the other).
 
     \b
+    latentedit direction diff runs/pulse/blond_hair.npy runs/pulse/black_hair.npy      (writes diff.npy)
     latentedit direction diff runs/pulse/blond_hair.npy runs/pulse/black_hair.npy -o blond_minus_black.npy
     """
     from latentedit.directions import difference_files
@@ -59,12 +60,13 @@ def diff_command(a, b, out) -> None:
 
 @direction_group.command("mean")
 @click.argument("vectors", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@out_option("out", required=True, type=click.Path(dir_okay=False), help="Output .npy.")
+@out_option("out", type=click.Path(dir_okay=False), default="mean.npy", show_default=True, help="Output .npy.")
 def mean_command(vectors, out) -> None:
     """Element-wise mean of directions or latents (W operands broadcast over W+ rows).
 
     \b
-    latentedit direction mean d0.npy d1.npy d2.npy -o mean.npy
+    latentedit direction mean d0.npy d1.npy d2.npy      (writes mean.npy)
+    latentedit direction mean d0.npy d1.npy d2.npy -o blond_mean.npy
     """
     from latentedit.directions import mean_files
 
@@ -79,7 +81,8 @@ def mean_command(vectors, out) -> None:
               help="The same reference without it (e.g. black hair).")
 @click.option("--seeds", default="0-31", show_default=True,
               help="PULSE seeds; each runs with both references from the same start.")
-@out_option("out", required=True, type=click.Path(dir_okay=False), help="Output direction .npy.")
+@out_option("out", type=click.Path(dir_okay=False), default="from_pulse.npy", show_default=True,
+            help="Output direction .npy.")
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--steps", type=click.IntRange(1, 100000), default=100, show_default=True, help="PULSE steps.")
 @click.option("--lr", type=float, default=0.4, show_default=True, help="PULSE peak learning rate.")
@@ -102,7 +105,7 @@ def from_pulse_command(ref_a, ref_b, seeds, out, ckpt, steps, lr, loss, eps, noi
 
     \b
     latentedit direction from-pulse --ref-a examples/blond_hair.rgba.png \\
-        --ref-b examples/black_hair.rgba.png --seeds 0-31 -o blond.npy
+        --ref-b examples/black_hair.rgba.png --seeds 0-31 -o blond.npy      (default -o: from_pulse.npy)
     """
     from latentedit.directions import direction_from_pulse
     from latentedit.pulse import PulseSettings
@@ -126,7 +129,8 @@ def from_pulse_command(ref_a, ref_b, seeds, out, ckpt, steps, lr, loss, eps, noi
               help="Generated samples to label.")
 @click.option("--condition", "conditions", multiple=True,
               help="Attribute(s) whose normals are projected out (repeat, or comma-separate: Male,Young).")
-@out_option("out", required=True, type=click.Path(dir_okay=False), help="Output direction .npy.")
+@out_option("out", type=click.Path(dir_okay=False), default=None,
+            help="Output direction .npy. [default: svm_<ATTR>.npy]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the z samples.")
 @click.option("--C", "C", type=float, default=1.0, show_default=True, help="SVM regularisation (LinearSVC C).")
 @click.option("--samples", "samples_path", type=click.Path(dir_okay=False), default=None,
@@ -145,11 +149,13 @@ def svm_command(attribute, count, conditions, out, seed, C, samples_path, classi
     fits scikit-learn's LinearSVC; --condition removes the components along other attributes' normals.
 
     \b
+    latentedit direction svm --attr Blond_Hair      (writes svm_Blond_Hair.npy)
     latentedit direction svm --attr Blond_Hair --condition Male -o blond_svm_male.npy
     """
     from latentedit.directions import svm_to_file
     from latentedit.evaluate import load_attribute_classifier
 
+    out = out if out is not None else f"svm_{attribute}.npy"
     condition_list = [c.strip() for item in conditions for c in item.split(",") if c.strip()]
     generator, info = _load(ckpt, device)
     classifier, classifier_info = load_attribute_classifier(classifier_path, device=next(generator.parameters()).device)
@@ -190,7 +196,8 @@ def svm_command(attribute, count, conditions, out, seed, C, samples_path, classi
 @click.option("--shift", type=click.IntRange(0, 16), default=4, show_default=True,
               help="Random translation (pixels, reflect-padded) of the edited images before the guide sees them, "
                    "so that the direction cannot exploit where the guide looks (0: off).")
-@out_option("out", required=True, type=click.Path(dir_okay=False), help="Output direction .npy.")
+@out_option("out", type=click.Path(dir_okay=False), default=None,
+            help="Output direction .npy. [default: learned_<ATTR>.npy]")
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @progress_option()
@@ -204,10 +211,12 @@ def learn_command(attribute, keep, layers, guide_path, strength, steps, batch_si
 
     \b
     latentedit direction learn --attr Blond_Hair --keep Male --layers 3-5 --guide guide.safetensors -o blond.npy
+    (without -o: learned_<ATTR>.npy, here learned_Blond_Hair.npy)
     """
     from latentedit.directions import LearnSettings, learn_to_file
     from latentedit.evaluate import load_attribute_classifier
 
+    out = out if out is not None else f"learned_{attribute}.npy"
     keep_list = [k.strip() for item in keep for k in item.split(",") if k.strip()]
     generator, info = _load(ckpt, device)
     guide, guide_info = load_attribute_classifier(guide_path, device=next(generator.parameters()).device)
@@ -242,7 +251,7 @@ def _grid_options(function):
               help="W+ rows whose modulation weights are factorised, e.g. 0-3 (default: all).")
 @click.option("--k", "k", type=click.IntRange(1, 4096), default=10, show_default=True, help="Directions to keep.")
 @click.option("--include-torgb", is_flag=True, help="Also factorise the ToRGB layers' modulation weights.")
-@out_option("out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@out_option("out_dir", type=click.Path(file_okay=False), default="sefa", show_default=True, help="Output folder.")
 @_grid_options
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
@@ -253,6 +262,7 @@ def sefa_command(layers, k, include_torgb, out_dir, grid_seeds, grid_strengths, 
     sefa_<kk>.png (rows = seeds, columns = strengths), overview.png and manifest.json.
 
     \b
+    latentedit direction sefa --layers 0-3 --k 10      (writes sefa/)
     latentedit direction sefa --layers 0-3 --k 10 -o runs/sefa
     """
     from latentedit.directions import parse_strengths, sefa_to_folder
@@ -272,7 +282,7 @@ def sefa_command(layers, k, include_torgb, out_dir, grid_seeds, grid_strengths, 
 @click.option("--n", "count", type=click.IntRange(2, 10_000_000), default=10000, show_default=True,
               help="Mapped samples for the PCA.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the z samples.")
-@out_option("out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@out_option("out_dir", type=click.Path(file_okay=False), default="ganspace", show_default=True, help="Output folder.")
 @_grid_options
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
@@ -280,6 +290,10 @@ def ganspace_command(layers, k, count, seed, out_dir, grid_seeds, grid_strengths
     """GANSpace: principal components of mapped w, scaled so that strength 1 is one standard deviation.
 
     Writes pc_<kk>.npy (+ sidecar), pc_<kk>.png, overview.png and manifest.json.
+
+    \b
+    latentedit direction ganspace --k 10      (writes ganspace/)
+    latentedit direction ganspace --layers 0-5 -o runs/ganspace
     """
     from latentedit.directions import ganspace_to_folder, parse_strengths
 

@@ -11,7 +11,7 @@ def classifier_group() -> None:
 
 
 @classifier_group.command("train")
-@out_option("out", required=True, type=click.Path(dir_okay=False),
+@out_option("out", type=click.Path(dir_okay=False), default="classifier.safetensors", show_default=True,
             help="Output .safetensors file (training state is kept beside it until the run finishes).")
 @click.option("--n", "count", type=int, default=30000, show_default=True,
               help="Training faces: toyfaces seed 0, indices [0, N).")
@@ -29,7 +29,8 @@ def train_command(out, count, epochs, batch_size, lr, seed, workers, threads, ca
     """Train the attribute classifier on rendered toyfaces (resumable: rerun the same command).
 
     \b
-    latentedit classifier train -o attribute_classifier.safetensors --n 30000 --epochs 8 --threads 1
+    latentedit classifier train --n 30000 --epochs 8 --threads 1      (writes classifier.safetensors)
+    latentedit classifier train -o guide.safetensors --seed 1
     """
     from latentedit.evaluate import TrainOptions, train_classifier
     from latentedit.progress import resolve_progress

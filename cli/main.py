@@ -3,7 +3,7 @@
 Every user-facing error is a :class:`latentedit.errors.LatentEditError`; it is printed as one line
 (``error: ...``) with a non-zero exit code. ``--debug`` shows the traceback instead. Click's own usage
 errors (a missing or unknown option, a bad value) are one line too, with exit code 2:
-``error: Missing option '-o' / '--out' (see latentedit convert --help)``.
+``error: Missing option '--vec' (see latentedit apply-direction --help)``.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from latentedit.errors import InputError
 
 CKPT_HELP = ("StarGAN generator: a shipped name (stargan_toyfaces64), a generator.safetensors written by "
              "'stargan train', or its run folder.")
+DEFAULT_RUN = "runs/stargan"
 SOURCE_HELP = ("Source attributes NAME=0|1 (repeatable or comma-joined), for every image; attributes not given "
                "are predicted by the attribute classifier.")
 
@@ -29,7 +30,8 @@ def stargan_group() -> None:
 @click.option("--attrs", default="Black_Hair,Blond_Hair,Brown_Hair,Male,Young", show_default=True,
               help="Comma-separated attribute names, in label order.")
 @out_option("output", aliases=("--output",), type=click.Path(file_okay=False), default=None,
-            help="Run folder. If it holds checkpoint.pt, training resumes from it.")
+            help="Run folder. If it holds checkpoint.pt, training resumes from it. "
+                 "[default: --resume's folder, else runs/stargan]")
 @click.option("--resume", type=click.Path(), default=None,
               help="Continue from this run folder (or checkpoint file); -o defaults to it.")
 @click.option("--image-size", type=int, default=128, show_default=True, help="Training resolution (multiple of 4).")
@@ -81,6 +83,7 @@ def train_command(ctx: click.Context, data, attrs, output, resume, session_iters
     \b
     Examples:
       latentedit data toyfaces -o data/toy64 --n 30000 --format celeba
+      latentedit stargan train --data data/toy64 --image-size 64 --crop-size 64 --d-repeat-num 5      (run in runs/stargan)
       latentedit stargan train --data data/toy64 --image-size 64 --crop-size 64 --d-repeat-num 5 -o runs/stargan64
       latentedit stargan train --data data/toy64 --image-size 64 --crop-size 64 --d-repeat-num 5 --g-conv-dim 32 --d-conv-dim 32 --iters 8000 -o runs/stargan64_cpu
       latentedit stargan train --data /data/celeba -o runs/stargan_celeba      (the paper's setting)
@@ -91,9 +94,7 @@ def train_command(ctx: click.Context, data, attrs, output, resume, session_iters
     from latentedit.baselines import stargan_train
     from latentedit.progress import resolve_progress
 
-    if output is None and resume is None:
-        raise InputError("give the run folder with -o RUN (or --resume RUN to continue a run)")
-    output = Path(output if output is not None else resume)
+    output = Path(output if output is not None else resume if resume is not None else DEFAULT_RUN)
     attr_list = [name.strip() for name in attrs.split(",") if name.strip()]
     values = {**options, "attrs": attr_list}
     explicit = {name for name in ctx.params if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
@@ -130,7 +131,7 @@ def train_command(ctx: click.Context, data, attrs, output, resume, session_iters
 @click.option("--source-attrs", multiple=True, help=SOURCE_HELP)
 @click.option("--classifier", type=click.Path(dir_okay=False), default=None,
               help="Attribute classifier for the source labels [default: the shipped one].")
-@out_option("output", type=click.Path(), required=True,
+@out_option("output", type=click.Path(), default="translated", show_default=True,
             help="A .png file (one image) or a folder (<stem>.png per image and transfer.json).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 def transfer_command(images, changes, ckpt, source_attrs, classifier, output, device) -> None:
@@ -139,8 +140,9 @@ def transfer_command(images, changes, ckpt, source_attrs, classifier, output, de
     \b
     Example:
       latentedit stargan transfer face.png --set Blond_Hair=1 --set Male=0 -o blond.png
+      latentedit stargan transfer a.png b.png --set Blond_Hair=1      (writes translated/a.png, b.png, transfer.json)
     """
-    from latentedit.baselines.stargan_transfer import transfer_files
+    from latentedit.baselines.stargan_transfer import OUTPUT_SUFFIXES, transfer_files
 
     manifest = transfer_files(images, changes, output, ckpt=ckpt, source_attrs=source_attrs,
                               classifier_path=classifier, device=device)
@@ -148,6 +150,10 @@ def transfer_command(images, changes, ckpt, source_attrs, classifier, output, de
         source = " ".join(f"{k}={v}" for k, v in entry["source"].items())
         target = " ".join(f"{k}={v}" for k, v in entry["target"].items())
         click.echo(f"{entry['input']} -> {entry['output']}  [{source}] -> [{target}]")
+    if Path(output).suffix.lower() in OUTPUT_SUFFIXES:
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(f"wrote {len(manifest['images'])} image(s) and transfer.json to {output}")
 
 
 @stargan_group.command("grid")

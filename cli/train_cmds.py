@@ -16,6 +16,7 @@ from latentedit.errors import InputError
 
 # CLI option name -> StyleGAN2TrainConfig field, for options whose names differ.
 _FIELD_OF_OPTION = {"r1": "r1_gamma"}
+DEFAULT_RUN = "runs/stylegan2"
 
 
 @click.group("train")
@@ -30,7 +31,8 @@ def train_group() -> None:
 @click.option("--data-format", type=click.Choice(["auto", "folder", "celeba", "toyfaces"]), default="auto",
               show_default=True, help="How to read --data; auto detects it.")
 @out_option("output", aliases=("--output",), type=click.Path(file_okay=False), default=None,
-            help="Run folder. If it holds checkpoint.pt, training resumes from it.")
+            help="Run folder. If it holds checkpoint.pt, training resumes from it. "
+                 "[default: --resume's folder, else runs/stylegan2]")
 @click.option("--resume", type=click.Path(), default=None,
               help="Continue from this run folder (or checkpoint file); -o defaults to it.")
 @click.option("--size", type=int, default=64, show_default=True, help="Image size (a power of two >= 8).")
@@ -78,6 +80,7 @@ def train_stylegan2_cmd(ctx: click.Context, data, data_format, output, resume, s
 
     \b
     Examples:
+      latentedit train stylegan2 --data toyfaces:0:50000      (run in runs/stylegan2)
       latentedit train stylegan2 --data toyfaces:0:50000 -o runs/toy64
       latentedit train stylegan2 --data /data/celeba --size 64 --kimg 300 -o runs/celeba64
       torchrun --nproc_per_node 2 -m latentedit train stylegan2 --data DIR -o RUN   (DDP)
@@ -88,9 +91,7 @@ def train_stylegan2_cmd(ctx: click.Context, data, data_format, output, resume, s
     from latentedit.train import stylegan2
     from latentedit.train.common import parse_channels
 
-    if output is None and resume is None:
-        raise InputError("give the run folder with -o RUN (or --resume RUN to continue a run)")
-    output = Path(output if output is not None else resume)
+    output = Path(output if output is not None else resume if resume is not None else DEFAULT_RUN)
     values = {"data": data, "data_format": data_format, "size": size, "kimg": kimg, "batch": batch,
               "channels": parse_channels(channels) if channels is not None else None, "style_dim": style_dim,
               "n_mlp": n_mlp, "lr": lr, "r1_gamma": r1, "r1_every": r1_every, "pl_weight": pl_weight,

@@ -144,7 +144,7 @@ def test_new_names_parse():
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["convert", "in.pt"], "error: Missing option '-o' / '--out' (see latentedit convert --help)"),
+    (["apply-direction"], "error: Missing option '--vec' (see latentedit apply-direction --help)"),
     (["train", "stylegan2", "--bogus"], None),
     (["classifier", "train", "-o", "c.safetensors", "--n", "many"], None),
     (["generate", "--noise", "loud"], None),
@@ -207,3 +207,134 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tiny_checkpoint, tmp_path
     loud = runner.invoke(cli, [*common, "--progress", "-o", str(tmp_path / "forced")])
     assert loud.exit_code == 0, loud.output
     assert "%|" in loud.output
+
+
+# ----------------------------------------------------------------------------------------------------
+# Every command has a default output (issue #17): -o/--out is never required, and its default is in --help.
+
+def test_output_options_are_not_required_and_document_their_default():
+    outputs = [(where, param) for where, _, param in OPTIONS if _names(param) == ["-o", "--out"]]
+    assert len(outputs) >= 20, [where for where, _ in outputs]
+    bad = []
+    for where, param in outputs:
+        shown = param.default is not None and param.show_default
+        computed = param.default is None and "[default: " in (param.help or "")
+        if param.required or not (shown or computed):
+            bad.append(f"{where} (required={param.required}, default={param.default!r})")
+    assert not bad, "-o/--out needs a default shown in --help (or a computed one documented): " + "; ".join(bad)
+
+
+@pytest.mark.parametrize("path,expected", [
+    (("direction", "diff"), "diff.npy"), (("direction", "mean"), "mean.npy"),
+    (("direction", "from-pulse"), "from_pulse.npy"), (("direction", "svm"), "svm_<ATTR>.npy"),
+    (("direction", "learn"), "learned_<ATTR>.npy"), (("direction", "sefa"), "sefa"),
+    (("direction", "ganspace"), "ganspace"), (("stargan", "transfer"), "translated"),
+    (("data", "toyfaces"), "toyface_<SEED>_<INDEX>.png"), (("classifier", "train"), "classifier.safetensors"),
+    (("train", "stylegan2"), "runs/stylegan2"), (("stargan", "train"), "runs/stargan"),
+    (("convert",), "<SOURCE stem>.safetensors"),
+])
+def test_help_shows_the_default_output(path, expected):
+    result = CliRunner().invoke(cli, [*path, "--help"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.strip().startswith("-o, --out"))
+    assert re.search(r"\[default: [^]]*" + re.escape(expected), line), line
+
+
+def _last_line(result) -> str:
+    return result.output.strip().splitlines()[-1]
+
+
+def test_direction_diff_and_mean_write_their_default_files(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.save("a.npy", np.ones(24, np.float32))
+    np.save("b.npy", np.full(24, 0.5, np.float32))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["direction", "diff", "a.npy", "b.npy"])
+    assert result.exit_code == 0, result.output
+    assert _last_line(result).startswith("wrote diff.npy ")
+    assert np.allclose(np.load(tmp_path / "diff.npy"), 0.5)
+    result = runner.invoke(cli, ["direction", "mean", "a.npy", "b.npy"])
+    assert result.exit_code == 0, result.output
+    assert _last_line(result).startswith("wrote mean.npy")
+    assert np.allclose(np.load(tmp_path / "mean.npy"), 0.75)
+    # -o still wins.
+    result = runner.invoke(cli, ["direction", "diff", "a.npy", "b.npy", "-o", "mine.npy"])
+    assert result.exit_code == 0 and (tmp_path / "mine.npy").is_file(), result.output
+
+
+def test_svm_and_learn_name_their_default_after_the_attribute(tmp_path, monkeypatch):
+    from latentedit.cli import direction_cmds
+
+    seen = []
+
+    def stop(generator, classifier, attribute, out, **kwargs):
+        seen.append(out)
+        raise SystemExit(0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(direction_cmds, "_load", lambda ckpt, device: (__import__("torch").nn.Linear(1, 1), {}))
+    monkeypatch.setattr("latentedit.evaluate.load_attribute_classifier", lambda path, device=None: (None, {}))
+    monkeypatch.setattr("latentedit.directions.svm_to_file", stop)
+    monkeypatch.setattr("latentedit.directions.learn_to_file", stop)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["direction", "svm", "--attr", "Blond_Hair"]).exit_code == 0
+    assert runner.invoke(cli, ["direction", "learn", "--attr", "Smiling"]).exit_code == 0
+    assert runner.invoke(cli, ["direction", "svm", "--attr", "Male", "-o", "x.npy"]).exit_code == 0
+    assert seen == ["svm_Blond_Hair.npy", "learned_Smiling.npy", "x.npy"]
+
+
+def test_toyfaces_index_default_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["data", "toyfaces", "--seed", "1", "--index", "3", "--size", "32"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "toyface_1_3.png").is_file()
+    assert _last_line(result).startswith("wrote toyface_1_3.png ")
+
+
+def test_convert_defaults_to_the_source_stem_here_and_refuses_to_overwrite_it(tiny_generator, tmp_path, monkeypatch):
+    from latentedit.checkpoints import save_native
+
+    (tmp_path / "src").mkdir()
+    save_native(tiny_generator, tmp_path / "src" / "tiny.safetensors")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["convert", "src/tiny.safetensors"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tiny.safetensors").is_file()
+    assert _last_line(result).startswith("wrote ") and "tiny.safetensors" in _last_line(result)
+    before = (tmp_path / "tiny.safetensors").read_bytes()
+    refused = runner.invoke(cli, ["convert", "tiny.safetensors"])
+    assert refused.exit_code != 0
+    lines = refused.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "-o" in lines[0], refused.output
+    assert (tmp_path / "tiny.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("path,module,function,expected", [
+    (("train", "stylegan2"), "latentedit.train.stylegan2", "train_stylegan2", "runs/stylegan2"),
+    (("stargan", "train"), "latentedit.baselines.stargan_train", "train_stargan", "runs/stargan"),
+])
+def test_trainers_default_to_a_run_folder(path, module, function, expected, tmp_path, monkeypatch):
+    import importlib
+    from pathlib import Path
+
+    seen = []
+
+    def stop(config, output, **kwargs):
+        seen.append(Path(output))
+        raise SystemExit(0)
+
+    monkeypatch.chdir(tmp_path)
+    trainer = importlib.import_module(module)
+    monkeypatch.setattr(trainer, function, stop)
+    monkeypatch.setattr(trainer, "find_resume_checkpoint", lambda output, resume: None)
+    config_class = "StyleGAN2TrainConfig" if function == "train_stylegan2" else "StarGANTrainConfig"
+    monkeypatch.setattr(trainer, config_class, lambda **values: values)
+    runner = CliRunner()
+    assert runner.invoke(cli, [*path, "--data", "somewhere"]).exit_code == 0
+    assert runner.invoke(cli, [*path, "--data", "somewhere", "--resume", "old"]).exit_code == 0
+    assert runner.invoke(cli, [*path, "--data", "somewhere", "-o", "mine"]).exit_code == 0
+    assert seen == [Path(expected), Path("old"), Path("mine")]
+    assert not (tmp_path / "runs").exists()
