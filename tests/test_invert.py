@@ -405,3 +405,23 @@ def test_torchrun_two_cpu_ranks_invert_each_image_once(ckpt, tmp_path):
     for name in ("im0", "im1", "im2", "im3", "im4"):
         assert json.loads((out / f"{name}.json").read_text())["rank"] == ranks[name]
     assert completed.stdout.count("inverted 5") == 1  # only rank 0 reports
+
+
+def test_the_same_command_gives_the_same_latent_under_the_default_backend(ckpt, tmp_path, monkeypatch):
+    """Under the default LATENTEDIT_OPS=auto the backend follows a fixed rule (it used to be timed, and three
+    identical runs differed by up to 0.11); the manifest says which backend ran."""
+    from latentedit.ops import backend
+
+    monkeypatch.delenv("LATENTEDIT_OPS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(Path.home() / ".cache"))  # share the kernel build with the suite
+    save_rgb(tmp_path / "face.png", 21)
+    latents = []
+    for run in ("a", "b"):
+        backend.reset()  # as a new process would
+        result = run_cli("invert", tmp_path / "face.png", "--ckpt", ckpt, "--steps", "4", "--no-progress",
+                         "-o", tmp_path / run)
+        assert result.exit_code == 0, result.output
+        latents.append((tmp_path / run / "face.npy").read_bytes())
+        ops = json.loads((tmp_path / run / "face.json").read_text())["versions"]["ops"]
+        assert ops["LATENTEDIT_OPS"] == "auto" and ops["upfirdn2d"]["cpu"] in ("native", "compiled")
+    assert latents[0] == latents[1]
