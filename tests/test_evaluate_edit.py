@@ -248,3 +248,59 @@ def test_adding_the_watched_attribute_itself_writes_a_report(generator, classifi
     result["sources"] = {"kind": "generated", "count": 6, "ids": sources.ids, "details": sources.details}
     files = ev.write_report(result, kept, sources, tmp_path)
     assert (tmp_path / files[2]).exists() and "| v |" in (tmp_path / "edit_eval.md").read_text()
+
+
+def test_source_groups_are_bald_first_then_the_most_likely_hair_colour():
+    names = list(ATTRIBUTE_NAMES)
+    probs = np.zeros((4, len(names)), np.float32)
+    probs[0, names.index("Black_Hair")] = 0.9
+    probs[1, names.index("Gray_Hair")], probs[1, names.index("Blond_Hair")] = 0.6, 0.3
+    probs[2, names.index("Bald")], probs[2, names.index("Brown_Hair")] = 0.7, 0.9  # bald wins over its colour
+    probs[3, names.index("Blond_Hair")] = 0.2  # nothing sure: still the most likely colour
+    assert ev.source_groups(probs, names) == ["black", "gray", "bald", "blond"]
+    assert ev.source_groups(probs[:, :3], names[:3]) is None  # a classifier without these attributes: no groups
+
+    before = np.zeros((4, len(names)), np.float32)
+    after = before.copy()
+    after[[0, 1], names.index("Blond_Hair")] = 0.9
+    after[1, names.index("Male")] = 0.9
+    groups = ev.group_records(after, before, names, "Blond_Hair", ["black", "black", "gray", "bald"], ["Male"])
+    assert groups["black"]["n"] == 2 and groups["black"]["success_rate"] == 1.0
+    assert groups["black"]["watched"]["Male"] == 0.5 and groups["gray"]["success_rate"] == 0.0
+    assert list(groups) == ["black", "gray", "bald"]  # SOURCE_GROUPS order, empty groups left out
+
+
+def test_report_by_group_and_on_sources_that_already_have_the_attribute(generator, classifier, svm_direction,
+                                                                         tmp_path):
+    np.save(tmp_path / "svm.npy", svm_direction)
+    result = ev.evaluate_edit_to_folder(generator, classifier, [str(tmp_path / "svm.npy")], "Blond_Hair",
+                                        [0.0, 3.0], tmp_path / "out", n=12, seed=3, n_present=6,
+                                        strength_unit="raw", progress=False)
+    records = result["directions"]["svm"]["per_strength"]
+    groups = records[1]["by_group"]
+    assert sum(g["n"] for g in groups.values()) == 12
+    weighted = sum(g["n"] * g["success_rate"] for g in groups.values()) / 12
+    assert weighted == pytest.approx(records[1]["success_rate"])
+    present = result["present"]
+    assert present["count"] == 6 and present["details"]["selection"].endswith(">= 0.5")
+    assert present["directions"]["svm"][0]["success_rate"] == 1.0  # strength 0: every one still has it
+    markdown = (tmp_path / "out" / "edit_eval.md").read_text()
+    assert "By source group" in markdown and "already have Blond_Hair" in markdown
+
+
+def test_spread_unit_rescales_every_direction_to_the_same_step(generator, classifier, svm_direction):
+    from latentedit.invert.optimize import w_spread
+
+    sources = ev.generated_sources(generator, classifier, "Blond_Hair", 4, seed=3)
+    directions = {"small": svm_direction * 0.01, "large": svm_direction * 100}
+    result, _ = ev.evaluate_directions(generator, classifier, sources, directions, "Blond_Hair", [0.0, 1.0],
+                                       strength_unit="spread")
+    spread = w_spread(generator)
+    assert result["w_spread"] == pytest.approx(spread) and result["strength_unit"] == "spread"
+    small, large = (result["directions"][name] for name in ("small", "large"))
+    assert small["scale"] * 0.01 * np.linalg.norm(svm_direction) == pytest.approx(spread, rel=1e-5)
+    assert small["per_strength"][1]["pixel_change"] == pytest.approx(large["per_strength"][1]["pixel_change"],
+                                                                      rel=1e-3)
+    with pytest.raises(InputError, match="choose one"):
+        ev.evaluate_directions(generator, classifier, sources, directions, "Blond_Hair", [1.0],
+                               strength_unit="spread", normalize=True)

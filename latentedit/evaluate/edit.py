@@ -627,14 +627,14 @@ def _group_table(records: list[dict], watch: Sequence[str]) -> list[str]:
     groups = list(records[0]["by_group"])
     counts = {group: records[0]["by_group"][group]["n"] for group in groups}
     watched = f" / {', '.join(watch)} flips" if watch else ""
-    lines = ["", f"By source group (success{watched}):", "",
+    lines = ["", f"By source group (success / mean side effect{watched}):", "",
              "| strength | " + " | ".join(f"{group} (n={counts[group]})" for group in groups) + " |",
              "|" + "---|" * (len(groups) + 1)]
     for record in records:
         cells = []
         for group in groups:
             entry = record["by_group"][group]
-            cells.append(_pct(entry["success_rate"])
+            cells.append(_pct(entry["success_rate"]) + f" / {_pct(entry['side_effect_mean'])}"
                          + "".join(f" / {_pct(entry['watched'].get(w))}" for w in watch))
         lines.append(f"| {format_strength(record['strength'])} | " + " | ".join(cells) + " |")
     return lines
