@@ -62,7 +62,7 @@ def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignm
         raise InputError("--set changes one face's attributes: it needs --index")
     if count is None:
         raise InputError("give --n (number of faces to export) or --index (one face)")
-    from latentedit.data.toyfaces_export import export_toyfaces
+    from latentedit.data import export_toyfaces
     out = out if out is not None else "toyfaces"
     from latentedit.progress import resolve_progress
 

@@ -27,7 +27,7 @@ def check_command(device: str | None, dtype: str, repeats: int, as_json: bool) -
     results do not change with machine load).
     """
     import torch
-    from latentedit.ops.check import check_ops, format_table
+    from latentedit.ops import check_ops, format_table
 
     rows = check_ops(device=device, dtype=getattr(torch, dtype), repeats=repeats)
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))

@@ -142,7 +142,7 @@ def transfer_command(images, changes, ckpt, source_attrs, classifier, output, de
       latentedit stargan transfer face.png --set Blond_Hair=1 --set Male=0 -o blond.png
       latentedit stargan transfer a.png b.png --set Blond_Hair=1      (writes translated/a.png, b.png, transfer.json)
     """
-    from latentedit.baselines.stargan_transfer import OUTPUT_SUFFIXES, transfer_files
+    from latentedit.baselines import OUTPUT_SUFFIXES, transfer_files
 
     manifest = transfer_files(images, changes, output, ckpt=ckpt, source_attrs=source_attrs,
                               classifier_path=classifier, device=device)
@@ -167,7 +167,7 @@ def transfer_command(images, changes, ckpt, source_attrs, classifier, output, de
 def grid_command(images, ckpt, source_attrs, classifier, output, device) -> None:
     """Every single-attribute translation of each image in one row: the input, then per attribute a hair
     colour set (others cleared) or any other attribute flipped."""
-    from latentedit.baselines.stargan_transfer import grid_files
+    from latentedit.baselines import grid_files
 
     result = grid_files(images, output, ckpt=ckpt, source_attrs=source_attrs, classifier_path=classifier,
                         device=device)

@@ -89,7 +89,7 @@ def train_stylegan2_cmd(ctx: click.Context, data, data_format, output, resume, s
     """
     from latentedit.progress import resolve_progress
     from latentedit.train import stylegan2
-    from latentedit.train.common import parse_channels
+    from latentedit.train import parse_channels
 
     output = Path(output if output is not None else resume if resume is not None else DEFAULT_RUN)
     values = {"data": data, "data_format": data_format, "size": size, "kimg": kimg, "batch": batch,

@@ -8,7 +8,9 @@ device type: see :mod:`latentedit.ops.backend`);
 
 Importing this package never compiles anything.
 """
+from latentedit.ops.check import check_ops, format_table
 from latentedit.ops.fused_act import FusedLeakyReLU, fused_leaky_relu, fused_leaky_relu_native
 from latentedit.ops.upfirdn2d import upfirdn2d, upfirdn2d_native
 
-__all__ = ["upfirdn2d", "upfirdn2d_native", "fused_leaky_relu", "fused_leaky_relu_native", "FusedLeakyReLU"]
+__all__ = ["upfirdn2d", "upfirdn2d_native", "fused_leaky_relu", "fused_leaky_relu_native", "FusedLeakyReLU",
+           "check_ops", "format_table"]
