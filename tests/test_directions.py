@@ -618,6 +618,22 @@ def test_sefa_and_svm_commands(ckpt, tmp_path):
     assert np.load(tmp_path / "smile.npy").shape == (8, 24) and "Smiling" in result.output
 
 
+def test_learning_from_one_source_group_starts_from_that_group(generator, classifier):
+    """--sources-with: the pool's sources are those the guide also labels with that attribute, and the start is
+    the class-mean difference from them (so a gray-hair direction starts from gray sources, not the average)."""
+    from latentedit.directions.learn import LearnSettings, learn_direction
+
+    settings = LearnSettings(strength=3.0, steps=1, batch_size=8, lr=1e-9, pool=200, shift=0)
+    everyone, report = learn_direction(generator, classifier, "Blond_Hair", ["Male"], [0, 1], settings)
+    group, group_report = learn_direction(generator, classifier, "Blond_Hair", ["Male"], [0, 1],
+                                          dataclasses.replace(settings, sources_with="Young"))
+    assert 0 < group_report["pool"]["sources"] < report["pool"]["sources"]
+    assert not np.allclose(everyone, group)  # lr ~0: the two starting points themselves differ
+    with pytest.raises(InputError, match="--sources-with"):
+        learn_direction(generator, classifier, "Blond_Hair", ["Male"], [0, 1],
+                        dataclasses.replace(settings, sources_with="Purple_Hair"))
+
+
 def test_the_shipped_learned_blond_direction_turns_held_out_samples_blond():
     """examples/blond_learned.npy is made for the shipped generator and does what the README says of it."""
     from latentedit.checkpoints import load_generator
