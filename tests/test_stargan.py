@@ -626,6 +626,9 @@ def test_an_oracle_translator_scores_perfectly_and_the_identity_scores_nothing(b
     assert oracle["side_effect_mean"] < 0.05  # the counterfactual changes only the hair colour
     assert "Black_Hair" not in oracle["flips"] and "Male" in oracle["flips"]
     assert oracle["target_label_changes"] == 6
+    # the same per-group view as latent edits: the oracle succeeds in every group the sources fall into
+    assert sum(g["n"] for g in oracle["by_group"].values()) == 6
+    assert all(g["success_rate"] == 1.0 for g in oracle["by_group"].values())
     identity, outputs = evaluate_stargan(_LookupTranslator(sources, sources.images), ATTRS, classifier, sources,
                                          "Blond_Hair")
     assert identity["success_rate"] == 0.0 and identity["side_effect_mean"] == 0.0 and identity["pixel_change"] == 0

@@ -25,7 +25,8 @@ import torch
 from latentedit import io as lio
 from latentedit.data import toyfaces
 from latentedit.errors import InputError
-from latentedit.evaluate.edit import edit_record, iter_heldout_faces, psnr_per_image, render_faces
+from latentedit.evaluate.edit import DEFAULT_WATCH, SOURCE_GROUPS, edit_record, group_records, iter_heldout_faces, \
+    psnr_per_image, render_faces, source_groups
 
 #: Files written by :func:`evaluate_stargan_to_folder`.
 REPORT_JSON, REPORT_MARKDOWN = "stargan_eval.json", "stargan_eval.md"
@@ -120,6 +121,10 @@ def evaluate_stargan(generator, model_names: Sequence[str], classifier, sources:
         lpips_value = float(torch.cat(distances).mean())
     record = edit_record(outputs, probs, sources.images, sources.probs, names, attribute, truths=sources.truths,
                          lpips=lpips_value)
+    groups = source_groups(sources.probs, names)
+    if groups is not None:  # the same per-group view as latent edits (evaluate edit)
+        record["by_group"] = group_records(probs, sources.probs, names, attribute, groups,
+                                           [w for w in DEFAULT_WATCH if w in names and w != attribute])
     record["seconds_per_image"] = seconds / outputs.shape[0]
     record["target_label_changes"] = int((targets != labels).any(dim=1).sum())
     record["reconstruction"] = reconstruction_record(generator, classifier, sources, labels, attribute,
@@ -171,8 +176,22 @@ def format_markdown(result: dict) -> str:
             # Reports written before the reconstruction was measured lack it.
             + (f"{100 * record['reconstruction']['side_effect_mean']:.1f} % |" if "reconstruction" in record
                else "– |"))
-    lines += ["", "Reconstruction side effect: the same flip rate for `G(x, c_src)`, the translation to the source's own "
-              "labels; the part of the side effects that comes from redrawing the face rather than from the edit."]
+    lines += ["", "Reconstruction side effect: the same flip rate for `G(x, c_src)`, the translation to the source's "
+              "own labels; the part of the side effects that comes from redrawing the face rather than from the edit."]
+    grouped = {a: e["record"]["by_group"] for a, e in result["attributes"].items() if "by_group" in e["record"]}
+    if grouped:
+        groups = [g for g in SOURCE_GROUPS if any(g in by_group for by_group in grouped.values())]
+        lines += ["", "By source group (success / mean side effect / Male flips; n in brackets):", "",
+                  "| attribute | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+        for attribute, by_group in grouped.items():
+            cells = []
+            for group in groups:
+                entry = by_group.get(group)
+                male = None if entry is None else entry["watched"].get("Male")
+                cells.append("–" if entry is None else
+                             f"{100 * entry['success_rate']:.1f} % / {100 * entry['side_effect_mean']:.1f} % / "
+                             + ("–" if male is None else f"{100 * male:.1f} %") + f" ({entry['n']})")
+            lines.append(f"| {attribute} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
