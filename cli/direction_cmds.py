@@ -349,7 +349,7 @@ def apply_direction_command(vector, latent, strength, strength_unit, layers, to_
 
     \b
     latentedit invert face.png && latentedit apply-direction --vec blond.npy
-    latentedit apply-direction --vec blond.npy --latent runs/inv/face.npy --strength -1:2:4 -o runs/edit
+    latentedit apply-direction --vec blond.npy --latent runs/inv/face.npy --strength -1:1:5 -o runs/edit
     latentedit apply-direction --vec blond_svm.npy --latent face.npy --to-distance --strength 6 --layers 3-5 -o edit
     """
     from latentedit.directions import apply_to_folder, parse_strengths
