@@ -31,6 +31,7 @@ setup(
         "latentedit.baselines",
         "latentedit.data",
         "latentedit.train",
+        "latentedit.photos",
         "latentedit.ops",
         "latentedit.cli",
         "latentedit.pretrained",

@@ -27,8 +27,13 @@ def data_group() -> None:
 @click.option("--index", type=int, default=None, help="Render this one face to -o (a .png) instead of exporting.")
 @click.option("--set", "assignments", multiple=True, metavar="NAME=0|1",
               help="With --index: counterfactual attribute value, e.g. --set Blond_Hair=1 (repeatable).")
+@click.option("--scene", is_flag=True, default=False,
+              help="Place each face, rotated/scaled/shifted, on a textured canvas and write the true landmarks "
+                   "and placement as JSON (--index: a .json beside the .png; --n: scenes/ + scenes.json).")
+@click.option("--canvas", type=int, default=256, show_default=True, help="With --scene: canvas size in pixels.")
 @progress_option(quiet_alias=True)
-def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignments, progress) -> None:
+def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignments, scene, canvas,
+                     progress) -> None:
     """Export toyfaces (resumable: rerun to continue), or render one face / counterfactual.
 
     \b
@@ -36,10 +41,23 @@ def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignm
     latentedit data toyfaces --n 100      (exports to toyfaces/)
     latentedit data toyfaces --seed 0 --index 7 --set Blond_Hair=1 --set Eyeglasses=0 -o face.png
     latentedit data toyfaces --seed 1 --index 7      (writes toyface_1_7.png)
+    latentedit data toyfaces --scene --index 7 --set Smiling=1 -o scene.png   (and scene.json)
+    latentedit data toyfaces --scene --n 100 --canvas 256 -o scenes256
     """
     import os
 
     from latentedit.data import toyfaces
+
+    source = click.get_current_context().get_parameter_source
+    if scene:
+        # The face render size and layout are chosen per scene; --size and --format would be silently ignored.
+        for name, flag in (("size", "--size"), ("fmt", "--format")):
+            if source(name) == click.core.ParameterSource.COMMANDLINE:
+                raise InputError(f"{flag} does not apply to --scene (the face size is drawn per scene; use --canvas)")
+        _scene_command(out, count, seed, start, workers, index, assignments, canvas, progress)
+        return
+    if source("canvas") == click.core.ParameterSource.COMMANDLINE:
+        raise InputError("--canvas sets the size of a scene: it needs --scene")
 
     if index is not None:
         if count is not None:
@@ -71,6 +89,45 @@ def toyfaces_command(out, count, size, seed, start, fmt, workers, index, assignm
                              progress=resolve_progress(progress))
     click.echo(f"wrote {result['count']} faces ({result['rendered']} rendered, {result['skipped']} already there), "
                f"format {fmt}, to {result['out_dir']}")
+
+
+def _scene_command(out, count, seed, start, workers, index, assignments, canvas, progress) -> None:
+    import os
+    from pathlib import Path
+
+    from latentedit.data import toyfaces, toyfaces_scenes
+
+    if index is not None:
+        if count is not None:
+            raise InputError("--n exports a data set and --index renders one scene: give only one of them")
+        if out is None:
+            out = f"toyscene_{seed}_{index}.png"
+        if not str(out).lower().endswith(".png"):
+            raise InputError(f"with --index, -o must be a .png file, got {out!r}")
+        overrides = toyfaces.parse_overrides(assignments)
+        result = (toyfaces_scenes.render_counterfactual_scene(seed, index, overrides, canvas) if overrides
+                  else toyfaces_scenes.render_scene(seed, index, canvas))
+        from latentedit.io import save_png, write_json
+
+        save_png(out, result.image)
+        json_path = Path(out).with_suffix(".json")
+        write_json(json_path, result.to_json())
+        placement = result.placement
+        click.echo(f"wrote {out} and {json_path} (seed {seed}, index {index}, {canvas}px canvas, face "
+                   f"{placement.face_size:.0f}px at {placement.angle_deg:+.1f} deg)")
+        return
+    if assignments:
+        raise InputError("--set changes one face's attributes: it needs --index")
+    if count is None:
+        raise InputError("give --n (number of scenes to export) or --index (one scene)")
+    from latentedit.progress import resolve_progress
+
+    out = out if out is not None else "toyscenes"
+    workers = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
+    result = toyfaces_scenes.export_scenes(out, count, canvas=canvas, seed=seed, start=start, workers=workers,
+                                           progress=resolve_progress(progress))
+    click.echo(f"wrote {result['count']} scenes ({result['rendered']} rendered, {result['skipped']} already "
+               f"there), {canvas}px canvas, to {result['out_dir']} ({toyfaces_scenes.MANIFEST_NAME})")
 
 
 COMMANDS = [data_group]

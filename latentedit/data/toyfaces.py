@@ -722,6 +722,54 @@ def render(params: FaceParams, size: int = 64) -> np.ndarray:
     return np.clip(small * light[:, :, None] + 0.5, 0, 255).astype(np.uint8)
 
 
+LANDMARK_NAMES: tuple[str, ...] = ("left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right")
+
+
+def face_landmarks(params: FaceParams, size: int = 64) -> np.ndarray:
+    """Exact landmark positions of ``render(params, size)``: float64 ``[5, 2]`` of ``(x, y)`` pixels.
+
+    Rows follow ``LANDMARK_NAMES``: left eye centre, right eye centre, nose tip, left mouth corner, right
+    mouth corner; "left" is the smaller x in the image (the viewer's left). Coordinates are continuous
+    image coordinates: pixel (column c, row r) covers ``[c, c+1) x [r, r+1)``, so its centre is
+    ``(c + 0.5, r + 0.5)`` (subtract 0.5 for the pixel-index convention). This is Pillow's drawing and
+    transform convention, so a point at unit position ``u`` of the renderer lands at ``u * size``.
+
+    * eye centre: centre of the iris and pupil discs;
+    * nose tip: midpoint (lowest point) of the arc drawn as the base of the nose;
+    * mouth corners: ends of the lip line or lip shape actually drawn, which depend on ``Smiling`` and
+      ``Mouth_Slightly_Open`` (so a counterfactual can move them).
+
+    Computed from the same parameters and formulas as :func:`render` (not detected), after the head
+    shift, scale and tilt. ``size`` must be in [16, 1024] like :func:`render`.
+    """
+    if not isinstance(size, (int, np.integer)) or not 16 <= size <= 1024:
+        raise InputError(f"toyfaces size must be an integer in [16, 1024], got {size!r}")
+    # These expressions mirror render(); tests/test_toyfaces_scenes.py checks them against rendered pixels.
+    a, n = params.attributes, params.nuisance
+    cx, cy = 0.5 + n.shift_x, 0.5 + n.shift_y
+    half_w = 0.185 * (0.94 + 0.12 * n.face_width) * (1.04 if a["Male"] else 1.0)
+    half_h = 0.245 * (0.95 + 0.10 * n.face_height)
+    eye_y = cy + 0.02 * half_h
+    nose_y = cy + 0.33 * half_h
+    mouth_y = cy + 0.60 * half_h
+    spacing = half_w * (0.40 + 0.08 * n.eye_spacing)
+    mouth_half = 0.068 * (0.9 + 0.2 * n.mouth_width) * (1.12 if a["Smiling"] else 1.0)
+    if a["Smiling"]:
+        corner_dx, corner_y = mouth_half, mouth_y - 0.012  # ends of the upper smile curve (xs = +-1)
+    elif a["Mouth_Slightly_Open"]:
+        corner_dx, corner_y = mouth_half * 0.78, mouth_y  # ends of the horizontal axis of the open ellipse
+    else:
+        corner_dx, corner_y = mouth_half * 0.85, mouth_y  # ends of the flat lip line
+    unit = np.array([[cx - spacing, eye_y], [cx + spacing, eye_y], [cx, nose_y - 0.012 + 0.016],
+                     [cx - corner_dx, corner_y], [cx + corner_dx, corner_y]], dtype=np.float64)
+    centre = np.array([cx, cy])
+    angle = math.radians(n.tilt_deg)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    # The head transform of _Painter._map (rotate and scale about the head centre), then unit -> pixels.
+    placed = centre + (unit - centre) @ rotation.T * (_HEAD_SCALE * n.head_scale)
+    return placed * float(size)
+
+
 def render_face(seed: int, index: int, size: int = 64, overrides: Mapping[str, int] | None = None) -> np.ndarray:
     """Render face ``index`` of data set ``seed`` as ``[size, size, 3]`` uint8, with optional attribute
     overrides (a counterfactual; see :meth:`FaceParams.with_attributes`)."""

@@ -77,6 +77,32 @@ def _check_manifest(out_dir: Path, manifest: dict) -> None:
                          "use another output folder or delete it")
 
 
+def render_missing(image_dir: Path, names: list[str], start: int, job_args: tuple, render_chunk, *, chunk: int,
+                   workers: int, progress: bool, desc: str) -> int:
+    """Render the images of ``names`` (index ``start + k`` for name ``k``) that ``image_dir`` lacks; return how many.
+
+    What makes an export resumable, shared by faces and scenes: temporaries of a killed run are removed, finished
+    files are kept, and the rest is rendered in chunks of ``chunk`` by ``render_chunk((*job_args, image_dir,
+    [(index, name), ...])) -> count`` (a module-level function, so worker processes can run it).
+    """
+    from tqdm import tqdm
+
+    for leftover in image_dir.glob(".*.tmp"):  # from a killed run
+        leftover.unlink(missing_ok=True)
+    existing = {entry.name for entry in os.scandir(image_dir)}
+    todo = [(start + k, name) for k, name in enumerate(names) if name not in existing]
+    jobs = [(*job_args, str(image_dir), todo[i:i + chunk]) for i in range(0, len(todo), chunk)]
+    with tqdm(total=len(names), initial=len(names) - len(todo), unit="img", disable=not progress, desc=desc) as bar:
+        if workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                bar.update(render_chunk(job))
+        else:
+            with multiprocessing.get_context().Pool(min(workers, len(jobs))) as pool:
+                for done in pool.imap_unordered(render_chunk, jobs):
+                    bar.update(done)
+    return len(todo)
+
+
 def export_toyfaces(out_dir: str | os.PathLike, count: int, size: int = 64, seed: int = toyfaces.TRAIN_SEED,
                     start: int = 0, fmt: str = "celeba", workers: int = 1, progress: bool = True) -> dict:
     """Render faces ``start .. start + count - 1`` of data set ``seed`` into ``out_dir`` (resumable).
@@ -85,8 +111,6 @@ def export_toyfaces(out_dir: str | os.PathLike, count: int, size: int = 64, seed
     ``out_dir/toyfaces.json``) with ``rendered`` (images rendered by this call) and ``skipped`` (already
     present) added. Raises :class:`InputError` for bad arguments or a folder holding another export.
     """
-    from tqdm import tqdm
-
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if count < 1:
@@ -114,23 +138,9 @@ def export_toyfaces(out_dir: str | os.PathLike, count: int, size: int = 64, seed
     image_dir = out_dir / _IMAGE_DIRS[fmt]
     image_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / MANIFEST_NAME, manifest)
-    for leftover in image_dir.glob(".*.tmp"):  # from a killed run
-        leftover.unlink(missing_ok=True)
-
     names = [image_name(k, count) for k in range(1, count + 1)]
-    existing = {entry.name for entry in os.scandir(image_dir)}
-    todo = [(start + k, name) for k, name in enumerate(names) if name not in existing]
-    chunk = 64
-    jobs = [(seed, size, str(image_dir), todo[i:i + chunk]) for i in range(0, len(todo), chunk)]
-    with tqdm(total=count, initial=count - len(todo), unit="img", disable=not progress,
-              desc=f"toyfaces {size}px") as bar:
-        if workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                bar.update(_render_chunk(job))
-        else:
-            with multiprocessing.get_context().Pool(min(workers, len(jobs))) as pool:
-                for done in pool.imap_unordered(_render_chunk, jobs):
-                    bar.update(done)
+    rendered = render_missing(image_dir, names, start, (seed, size), _render_chunk, chunk=64, workers=workers,
+                              progress=progress, desc=f"toyfaces {size}px")
 
     params = [toyfaces.sample_params(seed, start + k) for k in range(count)]
     values = np.stack([toyfaces.attribute_vector(p) for p in params]).astype(np.int8)
@@ -138,7 +148,7 @@ def export_toyfaces(out_dir: str | os.PathLike, count: int, size: int = 64, seed
         write_attr_list(out_dir / ATTR_FILE_NAME, toyfaces.ATTRIBUTE_NAMES, names, values)
     else:
         _write_csv(out_dir / "attributes.csv", names, range(start, start + count), values)
-    return {**manifest, "rendered": len(todo), "skipped": count - len(todo), "out_dir": str(out_dir)}
+    return {**manifest, "rendered": rendered, "skipped": count - rendered, "out_dir": str(out_dir)}
 
 
 def _write_csv(path: Path, names: list[str], indices: Iterable[int], values: np.ndarray) -> None:

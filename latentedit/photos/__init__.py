@@ -1,0 +1,33 @@
+"""Real photographs in and out: align a face FFHQ-style, then paste an edited crop back.
+
+A generator trained on FFHQ-like crops only understands faces cropped the way FFHQ was. This package turns
+a photograph plus five facial landmarks into such a crop, keeps the exact photo <-> crop transform in a
+:class:`FaceAlignment` (JSON-serialisable for manifests), and after inversion and editing warps the edited
+crop back into the photo under a soft face-and-hair mask.
+
+- :mod:`~latentedit.photos.align`: the 5-point landmark convention, :func:`ffhq_quad`, :func:`align_face`.
+- :mod:`~latentedit.photos.paste`: :func:`face_mask`, :func:`paste_back`.
+
+Landmark detection (finding the five points in a photo) comes later; here the landmarks are an input.
+Everything is numpy and Pillow.
+"""
+from latentedit.photos.align import (
+    MIN_EYE_DISTANCE,
+    FaceAlignment,
+    align_face,
+    face_scale,
+    ffhq_quad,
+    outside_fraction,
+)
+from latentedit.photos.paste import face_mask, paste_back
+
+__all__ = [
+    "MIN_EYE_DISTANCE",
+    "FaceAlignment",
+    "align_face",
+    "face_scale",
+    "ffhq_quad",
+    "outside_fraction",
+    "face_mask",
+    "paste_back",
+]
