@@ -54,6 +54,10 @@ setup(
         "torchvision",
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
+        # MTCNN face detection with its weights inside the wheel (nothing downloaded); 2.6.0 pins torch < 2.3 and
+        # numpy < 2. It imports requests at import time, though latentedit never uses the network.
+        "facenet-pytorch==2.5.3",
+        "requests",
     ],
     extras_require={
         # scikit-image ships the astronaut photograph used as a real-photo test input (SPEC §8).

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "latentedit.cli.direction_cmds",
     "latentedit.cli.evaluate_cmds",
     "latentedit.cli.stargan_cmds",
+    "latentedit.cli.photos_cmds",
 )
 
 

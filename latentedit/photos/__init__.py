@@ -7,9 +7,8 @@ crop back into the photo under a soft face-and-hair mask.
 
 - :mod:`~latentedit.photos.align`: the 5-point landmark convention, :func:`ffhq_quad`, :func:`align_face`.
 - :mod:`~latentedit.photos.paste`: :func:`face_mask`, :func:`paste_back`.
-
-Landmark detection (finding the five points in a photo) comes later; here the landmarks are an input.
-Everything is numpy and Pillow.
+- :mod:`~latentedit.photos.detect`: :func:`detect_faces` (MTCNN from facenet-pytorch, or a landmarks file) and
+  :func:`align_files` (``latentedit align``).
 """
 from latentedit.photos.align import (
     MIN_EYE_DISTANCE,
@@ -19,6 +18,7 @@ from latentedit.photos.align import (
     ffhq_quad,
     outside_fraction,
 )
+from latentedit.photos.detect import DetectedFace, align_files, detect_faces
 from latentedit.photos.paste import face_mask, paste_back
 
 __all__ = [
@@ -30,4 +30,7 @@ __all__ = [
     "outside_fraction",
     "face_mask",
     "paste_back",
+    "DetectedFace",
+    "detect_faces",
+    "align_files",
 ]
