@@ -510,7 +510,7 @@ def test_apply_direction_command_writes_the_sweep(ckpt, generator, tmp_path):
 
 
 def test_strength_one_moves_one_w_spread_whatever_the_norm(ckpt, generator, tmp_path):
-    from latentedit.invert.optimize import w_spread
+    from latentedit.model.sampling import w_spread
 
     run_cli("generate", "--ckpt", ckpt, "--seeds", "3-4", "-o", tmp_path / "gen")
     spread = w_spread(generator)

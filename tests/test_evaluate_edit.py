@@ -289,7 +289,7 @@ def test_report_by_group_and_on_sources_that_already_have_the_attribute(generato
 
 
 def test_spread_unit_rescales_every_direction_to_the_same_step(generator, classifier, svm_direction):
-    from latentedit.invert.optimize import w_spread
+    from latentedit.model.sampling import w_spread
 
     sources = ev.generated_sources(generator, classifier, "Blond_Hair", 4, seed=3)
     directions = {"small": svm_direction * 0.01, "large": svm_direction * 100}

@@ -27,6 +27,7 @@ from latentedit.directions.files import (Boundary, boundary_of, direction_proble
                                          recorded_generator_sha256)
 from latentedit.errors import InputError
 from latentedit.model.generator import Generator
+from latentedit.model.sampling import w_spread
 
 
 def apply_direction(w_plus: torch.Tensor, direction, strength: float | Sequence[float],
@@ -169,10 +170,8 @@ def w_distribution(generator: Generator) -> tuple[torch.Tensor, float]:
     """The mean w ``[w_dim]`` and the W spread: the RMS distance of 10,000 seeded mapped w from their mean.
 
     The spread is the unit of ``--strength`` (:func:`strength_scale`) and of the far-from-W warning. The same
-    seeded samples as the projector's latent-noise scale (:func:`latentedit.invert.optimize.w_spread`).
+    seeded samples as the projector's latent-noise scale (:func:`latentedit.model.sampling.w_spread`).
     """
-    from latentedit.invert.optimize import w_spread
-
     return generator.mean_w().detach().float().cpu(), w_spread(generator)
 
 

@@ -54,7 +54,8 @@ import torch
 
 from latentedit import io as lio
 from latentedit.data import toyfaces
-from latentedit.directions.apply import apply_direction, apply_to_distance, render_latents
+from latentedit.directions.apply import apply_direction, apply_to_distance, render_latents, strength_scale, \
+    w_distribution
 from latentedit.directions.arithmetic import direction_magnitude
 from latentedit.directions.arrays import as_direction_array, check_direction_shape, format_layers, format_strength, \
     parse_layers
@@ -478,8 +479,6 @@ def evaluate_directions(generator: Generator, classifier, sources: EditSources, 
         raise InputError("--normalize and --strength-unit spread both rescale the directions; choose one")
     spread = None
     if strength_unit != "raw" and boundaries is None:
-        from latentedit.directions.apply import w_distribution
-
         spread = w_distribution(generator)[1]
     result = {"attribute": attribute, "strengths": [float(s) for s in strengths], "normalize": normalize,
               "strength_unit": strength_unit if boundaries is None else "distance",
@@ -496,8 +495,6 @@ def evaluate_directions(generator: Generator, classifier, sources: EditSources, 
         magnitude = direction_magnitude(vector, rows if rows is not None and vector.ndim == 2 else None)
         scale = 1.0
         if spread is not None:
-            from latentedit.directions.apply import strength_scale
-
             scale = strength_scale(vector, rows if rows is not None else range(generator.num_ws), spread,
                                    strength_unit)
         if normalize:

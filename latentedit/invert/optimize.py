@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from latentedit import io
 from latentedit.errors import InputError, LatentEditError
 from latentedit.model.generator import Generator
+from latentedit.model.sampling import W_SPREAD_SAMPLES, w_spread
 from latentedit.invert.perceptual import PerceptualDistance, build_perceptual, choose_perceptual
 
 #: Optimisation steps when the user gives none (the reference projectors' value; the paper used 5000).
@@ -80,7 +81,7 @@ SPACES = ("w+", "w")
 NOISE_CHOICES = ("fixed", "optimize")
 
 #: Number of mapped samples used to estimate the spread of w for the projector's latent noise.
-W_STD_SAMPLES = 10000
+W_STD_SAMPLES = W_SPREAD_SAMPLES
 
 #: How the generator modulates during inversion. "scaled" runs each convolution with the shared weight,
 #: so the backward pass needs no weight gradient; at batch 1 it is 1.3-1.5x faster on CPU than "grouped".
@@ -240,20 +241,6 @@ def projector_lr(base_lr: float, t: float, rampdown: float = 0.25, rampup: float
     ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
     ramp = ramp * min(1.0, t / rampup)
     return base_lr * ramp
-
-
-@torch.no_grad()
-def w_spread(generator: Generator, num_samples: int = W_STD_SAMPLES, seed: int = 0, chunk: int = 4096) -> float:
-    """``sqrt(Σ_i ‖w_i − mean(w)‖² / n)`` over ``n`` mapped seeded N(0, 1) samples: the scale of the
-    projector's latent noise."""
-    device = next(generator.parameters()).device
-    rng = torch.Generator().manual_seed(seed)
-    samples = []
-    for start in range(0, num_samples, chunk):
-        z = torch.randn(min(chunk, num_samples - start), generator.w_dim, generator=rng)
-        samples.append(generator.mapping(z.to(device)).double().cpu())
-    w = torch.cat(samples)
-    return float((w - w.mean(0)).square().sum().div(num_samples).sqrt())
 
 
 def image_seed(seed: int, name: str) -> int:

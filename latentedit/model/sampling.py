@@ -19,6 +19,27 @@ from latentedit.latents import as_w_or_w_plus, load_latent_file, z_from_seeds
 from latentedit.model.generator import NOISE_MODES, Generator
 
 
+#: Mapped samples behind :func:`w_spread` (seeded, so the spread is the same number every time).
+W_SPREAD_SAMPLES = 10000
+
+
+@torch.no_grad()
+def w_spread(generator: Generator, num_samples: int = W_SPREAD_SAMPLES, seed: int = 0, chunk: int = 4096) -> float:
+    """The W spread: ``sqrt(Σ_i ‖w_i − mean(w)‖² / n)`` over ``n`` mapped seeded N(0, 1) samples.
+
+    A property of the generator's W distribution, used as the projector's latent-noise scale
+    (:mod:`latentedit.invert.optimize`) and as the unit of edit strengths (:mod:`latentedit.directions.apply`).
+    """
+    device = next(generator.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    samples = []
+    for start in range(0, num_samples, chunk):
+        z = torch.randn(min(chunk, num_samples - start), generator.w_dim, generator=rng)
+        samples.append(generator.mapping(z.to(device)).double().cpu())
+    w = torch.cat(samples)
+    return float((w - w.mean(0)).square().sum().div(num_samples).sqrt())
+
+
 @torch.no_grad()
 def synthesize(generator: Generator, w: torch.Tensor, noise_mode: str = "const", batch_size: int = 8,
                noise_seed: int = 0) -> torch.Tensor:
