@@ -334,10 +334,17 @@ def info_command(vector) -> None:
 @click.option("--ckpt", default="toyfaces64", show_default=True, help=CKPT_HELP)
 @click.option("--invert-steps", type=click.IntRange(1, 1_000_000), default=None,
               help="Inversion steps when --latent is an image [default: invert's default, 1000].")
+@click.option("--paste-back", "paste_back", is_flag=False, flag_value="", default=None, metavar="[PHOTO]",
+              help="Also paste each edited crop back into its photo (<name>_s<s>_full.png, <name>_sweep_full.png) "
+                   "under a feathered face-and-hair mask; pixels outside it stay bit-identical. The photo and "
+                   "transform come from `invert --align`'s records; or name the PHOTO.")
+@click.option("--mask", type=click.Path(dir_okay=False), default=None,
+              help="Restrict the edit to a region: a mask image (white or opaque = edit) of the crop's size "
+                   "(applied to the PNGs and the paste) or, with --paste-back, of the photo's size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @progress_option("Show the inversion's progress bar.")
 def apply_direction_command(vector, latent, strength, strength_unit, layers, to_distance, out_dir, ckpt,
-                            invert_steps, device, progress) -> None:
+                            invert_steps, paste_back, mask, device, progress) -> None:
     """Add strength x direction to a latent's chosen W+ rows and render the result.
 
     Without --latent it edits every latent in inverted/ (what `latentedit invert IMAGE` writes) and writes
@@ -351,6 +358,7 @@ def apply_direction_command(vector, latent, strength, strength_unit, layers, to_
     latentedit invert face.png && latentedit apply-direction --vec blond.npy
     latentedit apply-direction --vec blond.npy --latent runs/inv/face.npy --strength -1:1:5 -o runs/edit
     latentedit apply-direction --vec blond_svm.npy --latent face.npy --to-distance --strength 6 --layers 3-5 -o edit
+    latentedit invert --align photo.jpg && latentedit apply-direction --vec blond.npy --paste-back
     """
     from latentedit.directions import apply_to_folder, parse_strengths
     from latentedit.invert import InversionSettings
@@ -360,13 +368,15 @@ def apply_direction_command(vector, latent, strength, strength_unit, layers, to_
     manifest = apply_to_folder(generator, vector, latent, out_dir, strengths, layers=layers,
                                strength_unit=strength_unit, checkpoint_info=info,
                                invert_settings=InversionSettings(steps=invert_steps), to_distance=to_distance,
-                               log=_warn, progress=resolve_progress(progress))
+                               paste_back=paste_back, mask=mask, log=_warn, progress=resolve_progress(progress))
     source = manifest["source"]
     if source.get("kind") == "image":
         click.echo(f"inverted {latent} (PSNR {source['inversion']['psnr_db']:.2f} dB, "
                    f"{source['inversion']['steps']} steps) -> {out_dir}/{source['inverted']}")
+    pasted = len(manifest.get("paste_back", []))
     click.echo(f"wrote {len(manifest['names']) * len(strengths)} edited latent(s) and image(s), sweep.png and "
-               f"manifest.json to {out_dir}")
+               f"manifest.json to {out_dir}"
+               + (f"; pasted back into {pasted} photo(s) (*_full.png)" if pasted else ""))
 
 
 COMMANDS = [direction_group, apply_direction_command]

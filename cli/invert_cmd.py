@@ -41,11 +41,20 @@ from latentedit.progress import resolve_progress
 @click.option("--target-psnr", type=float, default=None, help="Stop an image once its PSNR reaches this many dB.")
 @click.option("--save-video", is_flag=True, help="Also write <stem>_progress.gif.")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
+@click.option("--align", "align", is_flag=True,
+              help="The inputs are photos: detect and align each face first (crops and their transforms in "
+                   "OUT/aligned/), then invert the crops, so apply-direction --paste-back can put the edit back.")
+@click.option("--detector", default="auto", show_default=True,
+              help="With --align: auto (toyfaces for toyfaces generators, else mtcnn), mtcnn, toyfaces, or a "
+                   "landmarks .json file.")
+@click.option("--all-faces", is_flag=True, help="With --align: every face found, not only the largest.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="With --align: faces detected below this confidence are ignored.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @progress_option("Show a progress bar.")
 def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, vgg_weights, mse_weight,
                    perceptual_weight, noise, noise_regularize, batch_size, seed, target_psnr, save_video, overwrite,
-                   device, progress):
+                   align, detector, all_faces, min_confidence, device, progress):
     """Invert images (files or folders) into the generator's W+ (or W) space.
 
     Per image <stem>: <stem>.npy (the latent, read by `generate --latent`), <stem>.png (reconstruction),
@@ -57,16 +66,32 @@ def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, 
     Re-running skips finished images (resume a killed batch); a bad image is reported and skipped.
     Exit code 0 when at least one image is inverted or already done, 2 when every input failed.
     Multi-process: torchrun --nproc_per_node N -m latentedit invert DIR -o OUT.
+
+    With --align the inputs are photos: each face is found, cropped the way the generator was trained
+    (FFHQ's crop, or the toyfaces frame) and inverted as <stem>_face<k>; the manifest keeps the photo and
+    the exact transform.
+
+    \b
+    latentedit invert face.png
+    latentedit invert --align photo.jpg && latentedit apply-direction --vec blond.npy --paste-back
     """
     from latentedit.errors import InputError
     from latentedit.invert import InversionSettings, invert_files
+    from latentedit.photos import align_and_invert
 
     settings = InversionSettings(preset=preset, space=space, steps=steps, lr=lr, perceptual=perceptual,
                                  mse_weight=mse_weight, perceptual_weight=perceptual_weight, noise=noise,
                                  noise_regularize=noise_regularize, batch_size=batch_size, seed=seed,
                                  target_psnr=target_psnr, save_video=save_video, vgg_weights=vgg_weights)
-    summary = invert_files(images, out_dir, settings, ckpt=ckpt, device=device, overwrite=overwrite,
-                           progress=resolve_progress(progress))
+    if not align and (detector != "auto" or all_faces):
+        raise InputError("--detector and --all-faces need --align")
+    if align:
+        summary = align_and_invert(images, out_dir, settings, ckpt=ckpt, device=device, detector=detector,
+                                   all_faces=all_faces, min_confidence=min_confidence, overwrite=overwrite,
+                                   progress=resolve_progress(progress), log=lambda m: click.echo(m, err=True))
+    else:
+        summary = invert_files(images, out_dir, settings, ckpt=ckpt, device=device, overwrite=overwrite,
+                               progress=resolve_progress(progress))
     counts = summary["counts"]
     if counts["total"] and counts["failed"] == counts["total"]:
         raise InputError(f"all {counts['total']} input(s) failed; nothing was inverted (see the errors above)")

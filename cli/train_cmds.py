@@ -132,6 +132,49 @@ def train_stylegan2_cmd(ctx: click.Context, data, data_format, output, resume, s
                    f"EMA generator: {output / stylegan2.EXPORT_NAME}")
 
 
+@train_group.command("landmarks")
+@out_option("output", type=click.Path(dir_okay=False), default="toyfaces_landmarks.safetensors", show_default=True,
+            help="Detector file to write (safetensors).")
+@click.option("--scenes", type=click.IntRange(1), default=6000, show_default=True,
+              help="Training scenes (toyfaces seed 0, 256 px canvases), rendered once into memory.")
+@click.option("--negatives", type=click.IntRange(0), default=1000, show_default=True,
+              help="Face-free backgrounds for the face score.")
+@click.option("--coarse-steps", type=click.IntRange(1), default=3000, show_default=True, help="Coarse-net steps.")
+@click.option("--refine-steps", type=click.IntRange(1), default=5000, show_default=True, help="Refine-net steps.")
+@click.option("--batch-size", "batch", cls=AliasOption, aliases=("--batch",), type=click.IntRange(1), default=64,
+              show_default=True, help="Images per step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
+              help="Adam learning rate (cosine decay to 0).")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed.")
+@click.option("--eval", "eval_count", type=click.IntRange(0), default=200, show_default=True,
+              help="Held-out scenes (seed 1) to measure the landmark error on afterwards (0 = skip).")
+@progress_option()
+def train_landmarks_cmd(output, scenes, negatives, coarse_steps, refine_steps, batch, lr, seed, eval_count,
+                        progress) -> None:
+    """Train the toyfaces landmark detector (coarse + refine CNNs) on toyfaces scenes.
+
+    \b
+    latentedit train landmarks -o pretrained/toyfaces_landmarks.safetensors
+    """
+    from latentedit import io as lio
+    from latentedit.photos.landmarks import load_detector
+    from latentedit.progress import resolve_progress
+    from latentedit.train.landmarks import LandmarkTrainConfig, landmark_errors, train_landmark_detector
+
+    output = Path(output)
+    lio.prepare_output_dir(output.parent if str(output.parent) else ".")
+    config = LandmarkTrainConfig(scenes=scenes, negatives=negatives, coarse_steps=coarse_steps,
+                                 refine_steps=refine_steps, batch_size=batch, lr=lr, seed=seed)
+    progress = resolve_progress(progress)
+    summary = train_landmark_detector(output, config, progress=progress, log=lambda m: click.echo(m, err=True))
+    click.echo(f"trained in {summary['train_seconds']:.0f} s (+{summary['render_seconds']:.0f} s rendering): "
+               f"{output}")
+    if eval_count:
+        errors = landmark_errors(load_detector(output), count=eval_count, progress=progress)
+        click.echo(f"held-out landmark error / IOD over {eval_count} scenes: median {errors['median']:.2%}, "
+                   f"95th percentile {errors['p95']:.2%}")
+
+
 def _is_rank_zero() -> bool:
     import os
 

@@ -54,6 +54,26 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         handle.write(data)
 
 
+def safetensors_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> bytes:
+    """``safetensors.torch.save(tensors, metadata)`` with a canonical header: the same inputs, the same bytes.
+
+    safetensors keeps the header (tensor entries and the ``__metadata__`` strings) in a hash map whose order
+    changes from call to call, so two saves of identical weights differ in bytes; here the header JSON is
+    rewritten with sorted keys (space-padded to a multiple of 8 bytes, as the format wants). Tensor data
+    offsets are unchanged, since they refer to the data section after the header.
+    """
+    import struct
+
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + raw[8 + length:]
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as strict JSON (RFC 8259: no bare ``NaN`` / ``Infinity``), atomically.
 

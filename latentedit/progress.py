@@ -23,3 +23,10 @@ def resolve_progress(value: bool | None, stream: TextIO | None = None) -> bool:
     if value is None:
         return stream_is_terminal(stream)
     return bool(value)
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "it"):
+    """A tqdm bar on stderr (a no-op one when ``enabled`` is False): ``update(n)``, ``close()``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)

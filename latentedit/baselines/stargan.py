@@ -367,9 +367,8 @@ def save_stargan_generator(generator: StarGANGenerator, path: str | os.PathLike,
                            image_size: int, crop_size: int, extra_metadata: Mapping[str, str] | None = None) -> None:
     """Write ``generator`` (all state tensors, on the CPU) as safetensors at ``path``, atomically, with the
     metadata described in the module docstring. ``extra_metadata`` values are stored as strings."""
-    from safetensors.torch import save
 
-    from latentedit.io import write_bytes
+    from latentedit.io import safetensors_bytes, write_bytes
 
     if len(attribute_names) != generator.c_dim:
         raise InputError(f"{len(attribute_names)} attribute names for a generator with c_dim {generator.c_dim}")
@@ -378,7 +377,7 @@ def save_stargan_generator(generator: StarGANGenerator, path: str | os.PathLike,
     metadata.update({"format": GENERATOR_FORMAT, "config": generator.config.to_json(),
                      "attribute_names": json.dumps(list(attribute_names)), "image_size": str(int(image_size)),
                      "crop_size": str(int(crop_size))})
-    write_bytes(path, save(tensors, metadata=metadata))
+    write_bytes(path, safetensors_bytes(tensors, metadata))
 
 
 def load_stargan_generator(name_or_path: str | os.PathLike = DEFAULT_STARGAN,

@@ -26,7 +26,7 @@ from torch import nn
 
 from latentedit.checkpoints.rosinality import NetworkWeights
 from latentedit.errors import CheckpointError
-from latentedit.io import write_bytes
+from latentedit.io import safetensors_bytes, write_bytes
 from latentedit.model import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
 FORMAT_NAME = "latentedit"
@@ -44,7 +44,6 @@ def save_native(network: nn.Module, path: str | os.PathLike, extra_metadata: Map
     ``extra_metadata`` values that are not strings are stored as JSON; they cannot override the
     reserved keys :data:`RESERVED_METADATA` (ValueError). Returns ``path`` as a Path.
     """
-    from safetensors.torch import save
 
     if isinstance(network, Generator):
         kind = "generator"
@@ -64,7 +63,7 @@ def save_native(network: nn.Module, path: str | os.PathLike, extra_metadata: Map
             raise ValueError(f"extra_metadata may not set the reserved key {key!r}")
         metadata[str(key)] = value if isinstance(value, str) else json.dumps(value)
     path = Path(path)
-    write_bytes(path, save(tensors, metadata=metadata))
+    write_bytes(path, safetensors_bytes(tensors, metadata))
     return path
 
 

@@ -244,6 +244,7 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
                     out_dir: str | os.PathLike, strengths: Sequence[float], *,
                     layers: str | Sequence[int] | None = None, strength_unit: str = "spread",
                     checkpoint_info: Mapping | None = None, invert_settings=None, to_distance: bool = False,
+                    paste_back: str | os.PathLike | None = None, mask: str | os.PathLike | None = None,
                     log: Callable[[str], None] | None = None, progress: bool = False) -> dict:
     """What ``latentedit apply-direction`` runs.
 
@@ -295,6 +296,9 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
     mean_w, spread = w_distribution(generator)
     scale = 1.0 if boundary is not None else strength_scale(direction.vector, rows, spread, strength_unit)
 
+    if paste_back is not None and not latent_path.is_dir() and latent_path.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"--paste-back needs latents inverted from photos: run `latentedit invert --align "
+                         f"{latent_path}` first, then apply-direction --paste-back")
     if latent_path.is_dir():
         sources = [_load_latent_source(generator, path, generator_sha, log) for path in files]
     elif latent_path.suffix.lower() in IMAGE_SUFFIXES:
@@ -310,6 +314,7 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
     if len(set(latent_names)) != len(latent_names):
         raise InputError(f"latent names repeat in {latent_path} ({latent_names}); edit the files one at a time")
 
+    targets, user_mask = _paste_setup(generator, sources, paste_back, mask, checkpoint_info, log)
     w_plus = torch.cat([source.w_plus for source in sources])
     steps = None
     if boundary is None:
@@ -335,7 +340,13 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
         count = source.w_plus.shape[0]
         chunk = edited[offset:offset + count].reshape(-1, generator.num_ws, generator.w_dim)
         images = render_latents(generator, chunk, noise=source.noise)
-        pixels_per_source.append(lio.to_uint8(images).reshape(count, len(strengths), *images.shape[2:], 3))
+        source_pixels = lio.to_uint8(images).reshape(count, len(strengths), *images.shape[2:], 3)
+        if user_mask is not None and user_mask.shape == tuple(images.shape[2:]):
+            from latentedit.photos.workflow import blend_with_mask
+
+            unedited = lio.to_uint8(render_latents(generator, source.w_plus, noise=source.noise))
+            source_pixels = blend_with_mask(source_pixels, unedited[:, None], user_mask)
+        pixels_per_source.append(source_pixels)
         offset += count
     pixels = np.concatenate(pixels_per_source)
     files = []
@@ -347,6 +358,19 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
             lio.save_png(out_dir / f"{name}.png", pixels[i, j])
             files += [f"{name}.npy", f"{name}.png"]
     lio.save_png(out_dir / "sweep.png", lio.make_grid(pixels.reshape(-1, *pixels.shape[2:]), columns=len(strengths)))
+    pasted = []
+    if targets is not None:
+        from latentedit.photos.workflow import paste_edits, sweep_of_photos
+
+        for i, (latent_name, target) in enumerate(zip(latent_names, targets)):
+            full = paste_edits(target, pixels[i])
+            names = [f"{latent_name}_{prefix}{label}_full.png" for label in names_for]
+            for name, photo in zip(names, full):
+                lio.save_png(out_dir / name, photo)
+            lio.save_png(out_dir / f"{latent_name}_sweep_full.png", sweep_of_photos(full))
+            names.append(f"{latent_name}_sweep_full.png")
+            files += names
+            pasted.append({"latent": latent_name, **target.to_json(), "files": names})
     source_records = [source.record for source in sources]
     manifest = {
         "command": "apply-direction",
@@ -377,12 +401,40 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
                        if boundary is None else
                        "edited = latent + step * direction on the chosen W+ rows, step = (distance - distance_before) "
                        "/ (normal . direction); distance = mean over the chosen rows of normal . w + offset"),
+        **({} if mask is None else {"mask": {"path": str(mask), "space": "crop" if user_mask.shape == (
+            generator.size, generator.size) else "photo", "effect": "edited PNGs blended with the unedited "
+            "rendering outside the mask (crop space); the paste-back mask"}}),
+        **({} if targets is None else {"paste_back": pasted}),
         "files": files + ["sweep.png", "manifest.json"],
         "sweep": {"file": "sweep.png", "rows": latent_names, "columns": strengths},
         "versions": lio.versions(),
     }
     lio.write_json(out_dir / "manifest.json", manifest)
     return manifest
+
+
+def _paste_setup(generator: Generator, sources: list, paste_back, mask, checkpoint_info, log):
+    """Check the paste-back photo(s) and the mask before any rendering: ``(targets or None, mask or None)``."""
+    from latentedit.photos.workflow import paste_target, read_mask
+
+    user_mask = read_mask(mask) if mask is not None else None
+    size = generator.size
+    if user_mask is not None and paste_back is None and user_mask.shape != (size, size):
+        raise InputError(f"mask {mask} is {user_mask.shape[1]}x{user_mask.shape[0]} but the crops are {size}x{size}; "
+                         "a mask in photo coordinates needs --paste-back")
+    if paste_back is None:
+        return None, user_mask
+    targets = []
+    for source in sources:
+        if source.record.get("kind") != "latent" or source.w_plus.shape[0] != 1:
+            raise InputError("--paste-back needs single latents inverted from photos (latentedit invert --align "
+                             f"PHOTO); {source.record.get('path', source.names[0])} is "
+                             + ("an image inverted without alignment" if source.record.get("kind") == "image"
+                                else f"a batch of {source.w_plus.shape[0]} latents"))
+        targets.append(paste_target(source.record["path"], size, photo=str(paste_back) or None, mask=user_mask,
+                                    mask_name=None if mask is None else str(mask), checkpoint_info=checkpoint_info,
+                                    log=log))
+    return targets, user_mask
 
 
 def _invert_image(generator: Generator, path: Path, out_dir: Path, settings, log: Callable[[str], None],

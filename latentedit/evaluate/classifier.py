@@ -43,7 +43,7 @@ from torch import nn
 
 from latentedit.data import toyfaces
 from latentedit.errors import CheckpointError, InputError
-from latentedit.io import atomic_write, write_bytes
+from latentedit.io import atomic_write, safetensors_bytes, write_bytes
 
 #: File name of the shipped weights inside ``latentedit.pretrained``.
 SHIPPED_CLASSIFIER_NAME = "attribute_classifier.safetensors"
@@ -132,13 +132,12 @@ def save_classifier(classifier: AttributeClassifier, path: str | os.PathLike,
 
     ``extra_metadata`` (str -> str) is stored too, e.g. how the weights were trained.
     """
-    from safetensors.torch import save
 
     tensors = {name: tensor.detach().float().cpu().contiguous()
                for name, tensor in classifier.state_dict().items() if tensor.is_floating_point()}
     metadata = {"format": CLASSIFIER_FORMAT, "config": classifier.config.to_json()}
     metadata.update(extra_metadata or {})
-    write_bytes(path, save(tensors, metadata=metadata))
+    write_bytes(path, safetensors_bytes(tensors, metadata))
 
 
 def read_classifier_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -638,6 +638,7 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     """
     from latentedit.checkpoints import load_generator
     from latentedit.image_files import list_named_images, load_image_tensor
+    from latentedit.photos.workflow import sibling_alignment_record
     from latentedit.train.common import configure_cpu_threads, init_distributed
 
     settings = (settings or InversionSettings()).validated()
@@ -706,6 +707,10 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
                         log(f"{prefix}warning: {note}")
                     if input_info["has_alpha"]:
                         input_info["note"] = "alpha channel ignored: the RGB values are inverted as stored"
+                    aligned_from = sibling_alignment_record(path)
+                    if aligned_from is not None:
+                        # An aligned crop: keep its photo and transform, so apply-direction can paste back.
+                        input_info["alignment_record"] = aligned_from
                     pending.append((record, target, input_info))
                     continue
             except LatentEditError as error:

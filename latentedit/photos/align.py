@@ -51,6 +51,50 @@ MAX_OUTSIDE_FRACTION = 0.5
 #: The ``format`` tag written by :meth:`FaceAlignment.to_json` and required by :meth:`FaceAlignment.from_json`.
 JSON_FORMAT = "latentedit.face_alignment/1"
 
+
+@dataclass(frozen=True)
+class Framing:
+    """How a generator's training crops frame a face, relative to the FFHQ recipe of :func:`ffhq_quad`.
+
+    The quad's centre is ``eye_avg + centre_shift * eye_to_mouth`` (FFHQ: 0.1) and its half-side ``zoom``
+    times FFHQ's ``max(2 |eye_to_eye|, 1.8 |eye_to_mouth|)`` (FFHQ: 1); its direction is FFHQ's.
+    """
+
+    name: str
+    centre_shift: float
+    zoom: float
+    #: The face-and-hair mask of :func:`~latentedit.photos.paste.face_mask` from landmarks: semi-axes
+    #: ``(along the eye line, towards the chin)`` and the shift of its centre from the eye midpoint towards
+    #: the chin, all in units of :func:`face_scale`.
+    mask_axes: tuple[float, float] = (1.36, 1.68)
+    mask_shift: float = 0.0
+    #: The same mask without landmarks, in crop fractions: centre ``(x, y)`` and semi-axes.
+    mask_ellipse: tuple[tuple[float, float], tuple[float, float]] = ((0.5, 0.47), (0.34, 0.42))
+
+
+#: ``ffhq``: the FFHQ data set's crop, for generators trained on FFHQ-like data (every public face model).
+#: ``toyfaces``: the frame of a toyfaces render, which shows the whole head, hair and shoulders and is 1.375
+#: times wider than an FFHQ crop of the same face; the two numbers are the mean over 3,000 training faces
+#: of the render frame measured against their true landmarks (per-face spread: centre shift ±0.12
+#: eye-to-mouth, zoom ±0.10, the renderer's head placement nuisance). ``benchmarks/photos.py`` refits them.
+#: Their masks differ too: toyfaces hair reaches the shoulders, so its mask spans x 10-54 and y 10-63 of a
+#: 64 px render, the region where Black_Hair and Blond_Hair counterfactuals differ on at least 5 % of faces.
+FRAMINGS = {
+    "ffhq": Framing("ffhq", 0.1, 1.0),
+    "toyfaces": Framing("toyfaces", -0.038, 1.375, mask_axes=(1.85, 2.25), mask_shift=0.35,
+                        mask_ellipse=((0.5, 0.57), (0.34, 0.41))),
+}
+
+
+def get_framing(framing: "str | Framing") -> Framing:
+    """A :class:`Framing` from its name in :data:`FRAMINGS` (or the object itself); InputError otherwise."""
+    if isinstance(framing, Framing):
+        return framing
+    if framing not in FRAMINGS:
+        raise InputError(f"unknown framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
+    return FRAMINGS[framing]
+
+
 # The largest supersampling factor align_face uses; after the integer shrink the quad side is below
 # 4 * size (see _shrink_factor), so 4 always suffices to avoid aliasing in the bicubic sampling step.
 _MAX_SUPERSAMPLE = 4
@@ -95,7 +139,7 @@ def face_scale(landmarks) -> float:
     return float(max(np.hypot(*eye_to_eye), np.hypot(*eye_to_mouth) * 0.9))
 
 
-def ffhq_quad(landmarks) -> np.ndarray:
+def ffhq_quad(landmarks, framing: "str | Framing" = "ffhq") -> np.ndarray:
     """The FFHQ crop quad of a face: a float64 ``[4, 2]`` array of ``(x, y)`` photo coordinates.
 
     ``landmarks`` is ``[5, 2]`` in the order of the module docstring. The recipe is the one the FFHQ data
@@ -119,11 +163,15 @@ def ffhq_quad(landmarks) -> np.ndarray:
     the mouth corners are the same points, so the difference is detector noise, not a change of recipe
     (``tests/test_photos.py`` measures how far the quad moves if the mouth *contour* mean were used instead).
 
+    ``framing`` (a name in :data:`FRAMINGS` or a :class:`Framing`) replaces the 0.1 of ``c`` and scales ``x``;
+    the default ``"ffhq"`` is the recipe above exactly.
+
     Raises InputError for landmarks of the wrong shape or with non-finite values, for a degenerate
     configuration (eyes or eye line and mouth on top of each other) and for mirrored landmarks (left and
     right swapped: the mouth must lie on the clockwise side of the left-to-right eye line, as in any
     rotation of an upright face).
     """
+    frame = get_framing(framing)
     points = _as_landmarks(landmarks)
     eye_avg, eye_to_eye, eye_to_mouth = _eye_mouth(points)
     eye_distance = float(np.hypot(*eye_to_eye))
@@ -145,8 +193,10 @@ def ffhq_quad(landmarks) -> np.ndarray:
     x = eye_to_eye - _rot90(eye_to_mouth)
     x = x / np.hypot(*x)
     x = x * max(eye_distance * 2.0, mouth_distance * 1.8)
+    if frame.zoom != 1.0:
+        x = x * frame.zoom
     y = _rot90(x)
-    centre = eye_avg + eye_to_mouth * 0.1
+    centre = eye_avg + eye_to_mouth * frame.centre_shift
     return np.stack([centre - x - y, centre - x + y, centre + x + y, centre + x - y])
 
 
@@ -187,6 +237,7 @@ class FaceAlignment:
         padding: ``(left, top, right, bottom)`` pixels of reflect padding (in shrunk-photo pixels) added
             where the quad's neighbourhood extended beyond the photo; the padded part was blurred.
         supersample: the quad was sampled at ``supersample * N`` and Lanczos-reduced to ``N`` (1 = direct).
+        framing: name of the :class:`Framing` the quad was computed with (informational).
 
     ``forward`` and ``inverse`` describe the overall geometry in the original photo's coordinates: the
     shrink, crop and padding steps only change the resampling route, not where a photo point lands.
@@ -200,16 +251,18 @@ class FaceAlignment:
     shrink: int = 1
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     supersample: int = 1
+    framing: str = "ffhq"
 
     @classmethod
     def from_quad(cls, quad, size: int, photo_size: tuple[int, int], shrink: int = 1,
-                  padding: tuple[int, int, int, int] = (0, 0, 0, 0), supersample: int = 1) -> "FaceAlignment":
+                  padding: tuple[int, int, int, int] = (0, 0, 0, 0), supersample: int = 1,
+                  framing: str = "ffhq") -> "FaceAlignment":
         """Build an alignment (with its matrices) for a ``[4, 2]`` quad and crop side ``size``."""
         quad = np.array(quad, dtype=np.float64)
         forward, inverse = quad_to_crop_matrices(quad, size)
         return cls(quad=quad, size=int(size), photo_size=(int(photo_size[0]), int(photo_size[1])),
                    forward=forward, inverse=inverse, shrink=int(shrink),
-                   padding=tuple(int(p) for p in padding), supersample=int(supersample))
+                   padding=tuple(int(p) for p in padding), supersample=int(supersample), framing=str(framing))
 
     def photo_to_crop(self, points) -> np.ndarray:
         """Map ``[..., 2]`` photo ``(x, y)`` points to crop coordinates (float64, same shape)."""
@@ -231,6 +284,7 @@ class FaceAlignment:
             "shrink": int(self.shrink),
             "padding": [int(p) for p in self.padding],
             "supersample": int(self.supersample),
+            "framing": self.framing,
         }
 
     @classmethod
@@ -272,7 +326,10 @@ class FaceAlignment:
             raise InputError("face alignment record: quad must be [4, 2], forward and inverse [3, 3]")
         if not (np.isfinite(quad).all() and np.isfinite(forward).all() and np.isfinite(inverse).all()):
             raise InputError("face alignment record contains non-finite numbers")
-        alignment = cls.from_quad(quad, size, tuple(photo_size), shrink, tuple(padding), supersample)
+        framing = data.get("framing", "ffhq")
+        if not isinstance(framing, str):
+            raise InputError("face alignment record: framing must be a string")
+        alignment = cls.from_quad(quad, size, tuple(photo_size), shrink, tuple(padding), supersample, framing)
         for name, stored, recomputed in (("forward", forward, alignment.forward),
                                          ("inverse", inverse, alignment.inverse)):
             if not np.allclose(stored, recomputed, rtol=1e-6, atol=1e-6 * max(1.0, np.abs(recomputed).max())):
@@ -378,8 +435,8 @@ def _blur_padding(image: np.ndarray, padding: tuple[int, int, int, int], sigma: 
     return out
 
 
-def align_face(photo, landmarks, size: int, min_eye_distance: float = MIN_EYE_DISTANCE
-               ) -> tuple[np.ndarray, FaceAlignment]:
+def align_face(photo, landmarks, size: int, min_eye_distance: float = MIN_EYE_DISTANCE,
+               framing: "str | Framing" = "ffhq") -> tuple[np.ndarray, FaceAlignment]:
     """Crop the FFHQ quad of a face out of a photo as an upright ``[size, size, 3]`` uint8 image.
 
     Args:
@@ -387,6 +444,7 @@ def align_face(photo, landmarks, size: int, min_eye_distance: float = MIN_EYE_DI
         landmarks: ``[5, 2]`` float ``(x, y)`` photo coordinates (module docstring for order and origin).
         size: side of the output crop in pixels (e.g. the generator's resolution).
         min_eye_distance: smallest accepted :func:`face_scale`, in photo pixels.
+        framing: the generator's crop convention (:data:`FRAMINGS`): ``"ffhq"`` or ``"toyfaces"``.
 
     Returns:
         ``(crop, alignment)``: the ``[size, size, 3]`` uint8 crop and the :class:`FaceAlignment` whose
@@ -414,7 +472,8 @@ def align_face(photo, landmarks, size: int, min_eye_distance: float = MIN_EYE_DI
         raise InputError(f"crop size must be a positive integer, got {size!r}")
     size = int(size)
     points = _as_landmarks(landmarks)
-    quad = ffhq_quad(points)
+    frame = get_framing(framing)
+    quad = ffhq_quad(points, frame)
     scale = face_scale(points)
     if scale < min_eye_distance:
         raise InputError(f"face too small: eye distance about {scale:.1f} px, below the minimum of "
@@ -462,5 +521,5 @@ def align_face(photo, landmarks, size: int, min_eye_distance: float = MIN_EYE_DI
         sampled = sampled.resize((size, size), Image.LANCZOS)
     crop = np.asarray(sampled, dtype=np.uint8).copy()
     alignment = FaceAlignment.from_quad(quad, size, (width, height), shrink=shrink, padding=padding,
-                                        supersample=supersample)
+                                        supersample=supersample, framing=frame.name)
     return crop, alignment

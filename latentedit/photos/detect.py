@@ -8,8 +8,10 @@ Detectors (``detector=``):
   as seen in the image); they are used as given (sub-pixel, continuous coordinates).
 - a path to a ``.json`` file: landmarks from any other tool, ``[5, 2]`` for one face or ``[F, 5, 2]`` (or
   ``{"landmarks": ...}``), in photo pixels; confidence 1.
-- ``auto``: ``mtcnn``. (A landmark detector for the cartoon toyfaces world, which MTCNN does not see, is still
-  to come; toyfaces scenes carry their true landmarks in their JSON, which ``--detector FILE`` reads.)
+- ``toyfaces``: the shipped toyfaces landmark detector (:mod:`latentedit.photos.landmarks`), for the cartoon
+  toyfaces world that MTCNN does not see; one face per picture, its face score as the confidence.
+- ``auto``: ``mtcnn`` here; the commands resolve it per generator first
+  (:func:`latentedit.photos.workflow.detector_for`: ``toyfaces`` for toyfaces generators).
 
 :func:`align_files` writes, per face ``k`` of image ``<stem>``: ``<stem>_face<k>.png`` (the aligned crop) and
 ``<stem>_face<k>.json`` (source path and sha256, detector and confidence, landmarks, box, the
@@ -30,9 +32,13 @@ from latentedit import io as lio
 from latentedit.errors import InputError
 from latentedit.photos.align import align_face
 
-DETECTORS = ("auto", "mtcnn")
+DETECTORS = ("auto", "mtcnn", "toyfaces")
 #: MTCNN faces below this probability are ignored unless the caller says otherwise.
 DEFAULT_MIN_CONFIDENCE = 0.9
+
+
+_DETECTOR_NAMES = {"auto": "mtcnn (facenet-pytorch 2.5.3)", "mtcnn": "mtcnn (facenet-pytorch 2.5.3)",
+                   "toyfaces": "toyfaces landmark detector (pretrained/toyfaces_landmarks.safetensors)"}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -95,6 +101,11 @@ def detect_faces(photo: np.ndarray, detector: str = "auto",
             raise InputError(f"--detector must be one of {', '.join(DETECTORS)} or a landmarks .json file, "
                              f"got {detector!r}")
         faces = _landmarks_from_file(path)
+    elif detector == "toyfaces":
+        from latentedit.photos.landmarks import load_detector
+
+        landmarks, score = load_detector().detect(photo)
+        faces = [DetectedFace(landmarks, None, score)] if score >= min_confidence else []
     else:
         import torch
 
@@ -111,28 +122,38 @@ def detect_faces(photo: np.ndarray, detector: str = "auto",
 
 def align_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, size: int, *,
                 detector: str = "auto", all_faces: bool = False, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                log: Callable[[str], None] | None = None) -> dict:
+                framing: str = "ffhq", log: Callable[[str], None] | None = None) -> dict:
     """What ``latentedit align`` runs: detect, align and write every image's face(s) (module docstring).
+
+    ``framing``: the generator's crop convention (:data:`~latentedit.photos.align.FRAMINGS`).
 
     Returns ``{"faces": [records], "failed": [paths], "out_dir"}``; nothing is written for a failed image.
     """
-    from latentedit.image_files import list_images, open_image
+    from latentedit.image_files import list_images
+    from latentedit.photos.align import get_framing
+    from latentedit.photos.workflow import load_photo
 
     log = log or (lambda message: None)
     if not isinstance(size, int) or size < 8:
         raise InputError(f"the crop size must be an integer of at least 8 px, got {size!r}")
-    paths = list_images(list(inputs))
+    get_framing(framing)
+    if detector not in DETECTORS and Path(detector).suffix.lower() != ".json":
+        raise InputError(f"--detector must be one of {', '.join(DETECTORS)} or a landmarks .json file, "
+                         f"got {detector!r}")
+    paths = list_images(list(inputs), exclude=[out_dir])
     out_dir = lio.prepare_output_dir(out_dir)
     records, failed = [], []
     for path in paths:
         try:
-            photo = np.asarray(open_image(path).convert("RGB"))
+            photo = load_photo(path)
             faces = detect_faces(photo, detector, min_confidence)
             if not faces:
                 raise InputError(f"no face found in {path}" + ("" if detector not in DETECTORS else
-                                 f" (MTCNN, confidence >= {min_confidence:g})"))
+                                 f" ({_DETECTOR_NAMES.get(detector, detector)}, confidence >= "
+                                 f"{min_confidence:g})"))
             chosen = faces if all_faces else faces[:1]
-            aligned = [(k, face, *align_face(photo, face.landmarks, size)) for k, face in enumerate(chosen)]
+            aligned = [(k, face, *align_face(photo, face.landmarks, size, framing=framing))
+                       for k, face in enumerate(chosen)]
         except InputError as error:
             log(f"error: {error}")
             failed.append(str(path))
@@ -141,7 +162,7 @@ def align_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
             name = f"{path.stem}_face{k}"
             record = {"command": "align", "source": {"path": str(path), "sha256": lio.sha256_file(path)},
                       "face": k, "faces_found": len(faces),
-                      "detector": detector if detector not in DETECTORS else "mtcnn (facenet-pytorch 2.5.3)",
+                      "detector": _DETECTOR_NAMES.get(detector, detector), "framing": framing,
                       "confidence": face.confidence, "landmarks": face.landmarks.tolist(),
                       "box": None if face.box is None else face.box.tolist(),
                       "alignment": alignment.to_json(), "files": [f"{name}.png", f"{name}.json"],

@@ -12,17 +12,15 @@ import math
 import numpy as np
 
 from latentedit.errors import InputError
-from latentedit.photos.align import FaceAlignment, _as_landmarks, _as_photo, _eye_mouth, _rot90
+from latentedit.photos.align import FRAMINGS, FaceAlignment, _as_landmarks, _as_photo, _eye_mouth, _rot90
 
 #: Default face-and-hair ellipse in an FFHQ crop, as fractions of the crop side: centre ``(x, y)`` and
 #: semi-axes ``(horizontal, vertical)``. The FFHQ quad puts the eyes at about ``y = 0.47`` and one
 #: inter-ocular distance is a quarter of the side, so this spans the ears horizontally and the top of the
-#: hair (``y = 0.05``) to below the chin (``y = 0.89``) vertically.
-DEFAULT_ELLIPSE = ((0.5, 0.47), (0.34, 0.42))
-
-#: The same ellipse in units of :func:`~latentedit.photos.align.face_scale` (0.25 of the side in an FFHQ
-#: crop), centred on the eye midpoint, used when landmarks are given: ``(horizontal, vertical)``.
-_LANDMARK_AXES = (1.36, 1.68)
+#: hair (``y = 0.05``) to below the chin (``y = 0.89``) vertically. With landmarks the same ellipse is
+#: ``(1.36, 1.68)`` face scales around the eye midpoint. Other framings have their own
+#: (:class:`~latentedit.photos.align.Framing`'s ``mask_*`` fields; the alignment records its framing).
+DEFAULT_ELLIPSE = FRAMINGS["ffhq"].mask_ellipse
 
 #: Default width of the mask's soft edge as a fraction of the mask side.
 DEFAULT_FEATHER = 0.05
@@ -52,8 +50,9 @@ def face_mask(alignment: FaceAlignment, size: int | None = None, landmarks=None,
     if not (isinstance(feather, (int, float)) and math.isfinite(feather) and feather > 0):
         raise InputError(f"feather must be a positive number (a fraction of the mask side), got {feather!r}")
     size = int(size)
+    framing = FRAMINGS.get(alignment.framing, FRAMINGS["ffhq"])
     if landmarks is None:
-        (cx, cy), (ax, ay) = DEFAULT_ELLIPSE
+        (cx, cy), (ax, ay) = framing.mask_ellipse
         centre = np.array([cx, cy]) * size
         axes = np.array([ax, ay]) * size
         direction = np.array([1.0, 0.0])
@@ -61,12 +60,13 @@ def face_mask(alignment: FaceAlignment, size: int | None = None, landmarks=None,
         points = alignment.photo_to_crop(_as_landmarks(landmarks)) * (size / alignment.size)
         eye_avg, eye_to_eye, eye_to_mouth = _eye_mouth(points)
         scale = max(np.hypot(*eye_to_eye), 0.9 * np.hypot(*eye_to_mouth))
-        centre = eye_avg
-        axes = np.array(_LANDMARK_AXES) * scale
+        axes = np.array(framing.mask_axes) * scale
         # The same averaged eye-line direction as the FFHQ quad's x axis.
         direction = eye_to_eye - _rot90(eye_to_mouth)
         norm = np.hypot(*direction)
         direction = direction / norm if norm > 0 else np.array([1.0, 0.0])
+        # Towards the chin: the eye-line direction turned by +90 degrees in image coordinates (y down).
+        centre = eye_avg + framing.mask_shift * scale * _rot90(direction)
     coords = np.arange(size, dtype=np.float64) + 0.5
     dx = coords[None, :] - centre[0]
     dy = coords[:, None] - centre[1]

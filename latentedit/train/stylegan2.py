@@ -85,6 +85,12 @@ def default_channels(size: int) -> dict[int, int]:
     return channels
 
 
+def _data_label(config) -> str:
+    """``toyfaces...`` for toyfaces data, else the data path's folder name (never an absolute path)."""
+    data = str(getattr(config, "data", "") or "")
+    return data if data.startswith("toyfaces") else Path(data).name
+
+
 @dataclasses.dataclass
 class StyleGAN2TrainConfig:
     """Every option of a StyleGAN2 training run (see the module docstring for the algorithm).
@@ -529,7 +535,9 @@ class _Trainer:
             self.g_ema.set_w_avg(self.g_ema.compute_w_avg())
             common.save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.checkpoint_payload(rng_state))
             export_generator(self.g_ema, self.run_dir / EXPORT_NAME,
-                             {"kimg": f"{self.nimg / 1000:.3f}", "source": "latentedit train stylegan2"})
+                             {"kimg": f"{self.nimg / 1000:.3f}", "source": "latentedit train stylegan2",
+                              # What the generator was trained on decides the face framing the photo commands use.
+                              "data": _data_label(self.config)})
             if len(set(fingerprints)) > 1:
                 warnings.warn(f"ranks hold different weights at step {self.step}: {fingerprints}")
             log.write({"event": event, "step": self.step, "kimg": self.nimg / 1000, "wall_s": self.wall_time(),
