@@ -22,7 +22,13 @@ Writes ``--json`` (everything, per scene), ``--markdown`` (tables) and ``--figur
 the scene with its detected landmarks, the aligned crop, the reconstruction, the edit, the edit pasted back).
 
     python benchmarks/photos.py --json benchmarks/results/photos.json \\
-        --markdown benchmarks/results/photos.md --figure docs/photos_pipeline.png
+        --markdown benchmarks/results/photos.md --figure docs/photos_benchmark_scene.png
+
+The README's figure comes from the README's own commands on ``examples/scene.png``, run in a folder ``DIR``:
+
+    latentedit invert --align examples/scene.png && latentedit apply-direction --vec examples/blond_learned.npy \\
+        --paste-back
+    python benchmarks/photos.py --figure-from DIR --figure docs/photos_pipeline.png
 """
 from __future__ import annotations
 
@@ -62,7 +68,7 @@ def _summary(values: list[float]) -> dict:
             "min": float(finite.min()) if len(finite) else None}
 
 
-def measure_scenes(count: int, strength: float, batch_size: int, steps: int | None) -> dict:
+def measure_scenes(count: int, strength: float, batch_size: int, steps: int | None, figure_index: int = 14) -> dict:
     from latentedit.checkpoints import load_generator
     from latentedit.data import toyfaces
     from latentedit.data.toyfaces_scenes import render_counterfactual_scene, render_scene
@@ -144,7 +150,7 @@ def measure_scenes(count: int, strength: float, batch_size: int, steps: int | No
         record["unedited_vs_truth_psnr_db"] = _psnr(scene.image, truth.image)
         for pasted, out in ((masked, realigned_masked), (whole, realigned_whole)):
             out.append(align_face(pasted, truth.landmarks, generator.size, framing="toyfaces")[0])
-        if figure is None and record["hair"] == "Black_Hair":
+        if scene.index == figure_index or (figure is None and record["hair"] == "Black_Hair"):
             figure = (scene, found, crop, unedited[k], edited[k], masked)
 
     def probabilities(images: list[np.ndarray]) -> np.ndarray:
@@ -256,6 +262,24 @@ def write_figure(figure, path: Path) -> None:
     canvas.save(path)
 
 
+def figure_from_chain(folder: Path, strength: str = "0.5") -> tuple:
+    """The figure's panels from the README's photo chain run in ``folder``::
+
+        latentedit invert --align examples/scene.png
+        latentedit apply-direction --vec examples/blond_learned.npy --paste-back
+    """
+    from types import SimpleNamespace
+
+    (record_path,) = sorted((folder / "inverted" / "aligned").glob("*_face0.json"))[:1]
+    record = json.loads(record_path.read_text())
+    name = record_path.stem
+    photo = np.asarray(Image.open(folder / record["source"]["path"]).convert("RGB"))
+    load = lambda path: np.asarray(Image.open(path).convert("RGB"))  # noqa: E731
+    return (SimpleNamespace(image=photo), np.asarray(record["landmarks"]), load(record_path.with_suffix(".png")),
+            load(folder / "inverted" / f"{name}.png"), load(folder / "edited" / f"{name}_s{strength}.png"),
+            load(folder / "edited" / f"{name}_s{strength}_full.png"))
+
+
 def markdown(summary: dict, mtcnn: dict, meta: dict) -> str:
     lm, rt = summary["landmarks"], summary["round_trip"]
     lines = [f"# Photos benchmark ({meta['n']} held-out toyfaces scenes, seed 1)", "",
@@ -294,10 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strength", type=float, default=1.0, help="W spreads, as apply-direction counts them.")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=None, help="Inversion steps [default: invert's, 1000].")
-    parser.add_argument("--json", type=Path, required=True)
-    parser.add_argument("--markdown", type=Path, required=True)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--markdown", type=Path)
     parser.add_argument("--figure", type=Path, required=True)
+    parser.add_argument("--figure-from", type=Path, default=None,
+                        help="Only draw the figure, from a folder where the README's photo chain was run.")
     args = parser.parse_args(argv)
+    if args.figure_from is not None:
+        write_figure(figure_from_chain(args.figure_from), args.figure)
+        return 0
+    if args.json is None or args.markdown is None:
+        parser.error("--json and --markdown are needed unless --figure-from is given")
     from latentedit.io import portable_paths, versions, write_json
 
     torch.manual_seed(0)

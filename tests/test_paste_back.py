@@ -202,3 +202,24 @@ def test_bad_photos_load_upright_and_in_rgb(tmp_path):
     np.testing.assert_array_equal(read_mask(tmp_path / "mask_rgba.png")[:, 4:], 1)
     Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(tmp_path / "mask16.png")
     np.testing.assert_allclose(read_mask(tmp_path / "mask16.png"), 1.0)
+
+
+def test_a_folder_mixing_photo_and_plain_latents_pastes_back_those_with_a_photo(chain, tmp_path):
+    import shutil
+
+    folder, _ = chain
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for suffix in (".npy", ".json"):
+        shutil.copy(folder / "inverted" / f"scene_face0{suffix}", mixed / f"scene_face0{suffix}")
+    np.save(mixed / "face.npy", np.load(folder / "inverted" / "scene_face0.npy"))
+    result = run("apply-direction", "--vec", repo_file(BLOND), "--latent", mixed, "--strength", "1", "--paste-back",
+                 "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "not pasted back" in result.output and "face" in result.output
+    assert (tmp_path / "out" / "scene_face0_s1_full.png").is_file()
+    assert (tmp_path / "out" / "face_s1.png").is_file() and not (tmp_path / "out" / "face_s1_full.png").exists()
+    (mixed / "scene_face0.npy").unlink()
+    result = run("apply-direction", "--vec", repo_file(BLOND), "--latent", mixed, "--strength", "1", "--paste-back",
+                 "-o", tmp_path / "none")
+    assert result.exit_code != 0 and "no photo is recorded" in result.output and not (tmp_path / "none").exists()

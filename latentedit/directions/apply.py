@@ -363,6 +363,8 @@ def apply_to_folder(generator: Generator, direction_path: str | os.PathLike, lat
         from latentedit.photos.workflow import paste_edits, sweep_of_photos
 
         for i, (latent_name, target) in enumerate(zip(latent_names, targets)):
+            if target is None:
+                continue
             full = paste_edits(target, pixels[i])
             names = [f"{latent_name}_{prefix}{label}_full.png" for label in names_for]
             for name, photo in zip(names, full):
@@ -424,16 +426,30 @@ def _paste_setup(generator: Generator, sources: list, paste_back, mask, checkpoi
                          "a mask in photo coordinates needs --paste-back")
     if paste_back is None:
         return None, user_mask
-    targets = []
+    from latentedit.photos.workflow import find_alignment_record
+
+    # A folder may hold latents of plain crops beside those of photos (the quick start's inverted/ and then
+    # `invert --align`): those are edited but not pasted, with a note, unless a photo was named for them.
+    folder = len(sources) > 1 and not paste_back
+    targets, skipped = [], []
     for source in sources:
         if source.record.get("kind") != "latent" or source.w_plus.shape[0] != 1:
             raise InputError("--paste-back needs single latents inverted from photos (latentedit invert --align "
                              f"PHOTO); {source.record.get('path', source.names[0])} is "
                              + ("an image inverted without alignment" if source.record.get("kind") == "image"
                                 else f"a batch of {source.w_plus.shape[0]} latents"))
+        if folder and find_alignment_record(source.record["path"]) is None:
+            targets.append(None)
+            skipped.append(source.names[0])
+            continue
         targets.append(paste_target(source.record["path"], size, photo=str(paste_back) or None, mask=user_mask,
                                     mask_name=None if mask is None else str(mask), checkpoint_info=checkpoint_info,
                                     log=log))
+    if skipped and len(skipped) == len(sources):
+        raise InputError(f"no latent in this folder was inverted from a photo ({', '.join(skipped)}): invert with "
+                         "`latentedit invert --align PHOTO`, or name the photo: --paste-back PHOTO")
+    if skipped:
+        log(f"not pasted back (no photo recorded; they were not inverted with --align): {', '.join(skipped)}")
     return targets, user_mask
 
 

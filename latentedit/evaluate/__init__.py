@@ -8,6 +8,8 @@
   (``latentedit evaluate model``).
 - :mod:`~latentedit.evaluate.translators`: image-to-image translators (StarGAN) on held-out toyfaces with
   their true counterfactuals (``latentedit evaluate stargan``).
+- :mod:`~latentedit.evaluate.two_domain`: CycleGAN and pix2pix on the same footing (``latentedit evaluate
+  cyclegan|pix2pix``).
 """
 from latentedit.evaluate.classifier import AttributeClassifier, TrainOptions, evaluate_classifier, extract_features, \
     fd_toy, format_accuracy_table, load_attribute_classifier, load_classifier, predict_attributes, prepare_images, \
@@ -15,6 +17,7 @@ from latentedit.evaluate.classifier import AttributeClassifier, TrainOptions, ev
 from latentedit.evaluate.edit import edit_record, evaluate_direction, evaluate_directions, evaluate_edit_to_folder
 from latentedit.evaluate.generator import attribute_frequency_hook, evaluate_generator, format_report, sample_images
 from latentedit.evaluate.translators import evaluate_stargan, evaluate_stargan_to_folder
+from latentedit.evaluate.two_domain import evaluate_translator_to_folder, evaluate_two_domain
 
 __all__ = ["AttributeClassifier", "TrainOptions", "train_classifier", "load_classifier", "load_attribute_classifier",
            "predict_attributes",
@@ -22,4 +25,4 @@ __all__ = ["AttributeClassifier", "TrainOptions", "train_classifier", "load_clas
            "read_classifier_metadata", "shipped_classifier_path",
            "evaluate_direction", "evaluate_directions", "edit_record", "evaluate_edit_to_folder",
            "evaluate_generator", "format_report", "sample_images", "attribute_frequency_hook",
-           "evaluate_stargan", "evaluate_stargan_to_folder"]
+           "evaluate_stargan", "evaluate_stargan_to_folder", "evaluate_two_domain", "evaluate_translator_to_folder"]

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -47,9 +47,11 @@ class HeldoutSources:
 
 def heldout_sources(classifier, attribute: str, n: int, size: int, *, start: int = 0,
                     seed: int = toyfaces.HELDOUT_SEED, require_absent: bool = True, batch_size: int = 64,
-                    max_candidates: int | None = None) -> HeldoutSources:
+                    max_candidates: int | None = None, where: Mapping[str, int] | None = None) -> HeldoutSources:
     """The first ``n`` held-out faces from ``start`` lacking ``attribute`` (module docstring), at ``size`` px.
-    At most ``max_candidates`` (default ``4 n + 16``) are examined, then InputError."""
+    At most ``max_candidates`` (default ``4 n + 16``) are examined, then InputError. ``where`` (``{name: 0|1}``)
+    keeps only faces whose true attributes match it (a two-domain translator's source domain, e.g.
+    ``{"Black_Hair": 1}``); faces it leaves out are not counted as examined."""
     from latentedit.evaluate.classifier import predict_attributes
 
     names = list(classifier.attribute_names)
@@ -60,6 +62,12 @@ def heldout_sources(classifier, attribute: str, n: int, size: int, *, start: int
     column = names.index(attribute)
     max_candidates = max_candidates or 4 * n + 16
     candidates = iter_heldout_faces(attribute, start, seed)
+    if where:
+        unknown = [name for name in where if name not in toyfaces.ATTRIBUTE_NAMES]
+        if unknown:
+            raise InputError(f"unknown toyfaces attribute(s) {', '.join(unknown)} in the source domain")
+        candidates = (face for face in candidates
+                      if all(face[1].attributes[name] == value for name, value in where.items()))
     kept_ids, kept_images, kept_truths, kept_probs, dropped = [], [], [], [], []
     examined = 0
     while len(kept_ids) < n:
@@ -82,10 +90,24 @@ def heldout_sources(classifier, attribute: str, n: int, size: int, *, start: int
             kept_probs.append(probs[k])
     details = {"seed": seed, "start": start, "indices": kept_ids, "size": size,
                "selection": f"true {attribute} = 0, a counterfactual exists"
+                            + (f", true {', '.join(f'{k} = {v}' for k, v in where.items())}" if where else "")
                             + (f", and the classifier labels the render as lacking {attribute}" if require_absent
                                else ""),
                "dropped_renders_labelled_present": dropped}
     return HeldoutSources(kept_ids, torch.stack(kept_images), torch.stack(kept_truths), np.stack(kept_probs), details)
+
+
+@torch.no_grad()
+def mean_lpips(lpips_metric, outputs: torch.Tensor, originals: torch.Tensor, batch_size: int = 16) -> float | None:
+    """Mean LPIPS distance of ``outputs`` to ``originals`` (both ``[N, 3, S, S]``); None without a metric."""
+    if lpips_metric is None:
+        return None
+    device = next(lpips_metric.parameters()).device
+    distances = []
+    for begin in range(0, outputs.shape[0], batch_size):
+        reference = lpips_metric.target_features(originals[begin:begin + batch_size].to(device))
+        distances.append(lpips_metric(outputs[begin:begin + batch_size].to(device), reference).cpu())
+    return float(torch.cat(distances).mean())
 
 
 @torch.no_grad()
@@ -111,14 +133,7 @@ def evaluate_stargan(generator, model_names: Sequence[str], classifier, sources:
     outputs = translate(generator, sources.images, targets, batch_size=batch_size).clamp(-1, 1)
     seconds = time.perf_counter() - started
     probs = predict_attributes(classifier, outputs).numpy()
-    lpips_value = None
-    if lpips_metric is not None:
-        device = next(lpips_metric.parameters()).device
-        distances = []
-        for begin in range(0, outputs.shape[0], batch_size):
-            reference = lpips_metric.target_features(sources.images[begin:begin + batch_size].to(device))
-            distances.append(lpips_metric(outputs[begin:begin + batch_size].to(device), reference).cpu())
-        lpips_value = float(torch.cat(distances).mean())
+    lpips_value = mean_lpips(lpips_metric, outputs, sources.images, batch_size)
     record = edit_record(outputs, probs, sources.images, sources.probs, names, attribute, truths=sources.truths,
                          lpips=lpips_value)
     groups = source_groups(sources.probs, names)
