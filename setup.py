@@ -32,6 +32,7 @@ setup(
         "latentedit.data",
         "latentedit.train",
         "latentedit.photos",
+        "latentedit.serve",
         "latentedit.ops",
         "latentedit.cli",
         "latentedit.pretrained",
@@ -60,8 +61,11 @@ setup(
         "requests",
     ],
     extras_require={
-        # scikit-image ships the astronaut photograph used as a real-photo test input (SPEC §8).
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21"],
+        # scikit-image ships the astronaut photograph used as a real-photo test input (SPEC §8); Playwright drives
+        # Debian's chromium (apt-get install chromium; never `playwright install`) in tests/test_serve.py.
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21", "playwright"],
+        # `latentedit serve`, the web demo (gradio pins pillow < 13, one reason it is not a core dependency).
+        "demo": ["gradio>=5,<7"],
     },
     entry_points={"console_scripts": ["latentedit=latentedit.cli.main:main"]},
 )

@@ -163,9 +163,11 @@ def model_command(ckpt, count, seed, workers, device, out_dir, progress) -> None
               help="Sources shown in each attribute's sample grid.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--size", type=int, default=None,
+              help="Render and translate at this size, e.g. twice the training size. [default: the training size]")
 @out_option("out_dir", type=click.Path(file_okay=False), default="stargan_eval", show_default=True,
             help="Output folder.")
-def stargan_command(ckpt, attributes, count, start, classifier_path, keep, batch_size, device, out_dir) -> None:
+def stargan_command(ckpt, attributes, count, start, classifier_path, keep, batch_size, device, size, out_dir) -> None:
     """Score StarGAN translations exactly as `evaluate edit --source inverted` scores latent edits: on held-out
     toyfaces renders lacking each attribute, the success rate, side-effect flips, pixel / LPIPS change, PSNR to
     the ground-truth counterfactual, and the time per image.
@@ -180,7 +182,8 @@ def stargan_command(ckpt, attributes, count, start, classifier_path, keep, batch
 
     names = [name.strip() for item in attributes for name in item.split(",") if name.strip()]
     result = evaluate_stargan_to_folder(ckpt, names, out_dir, n=count, start=start, classifier_path=classifier_path,
-                                        device=resolve_device(device), batch_size=batch_size, keep=keep, log=_warn)
+                                        device=resolve_device(device), batch_size=batch_size, keep=keep, log=_warn,
+                                        size=size)
     for attribute, entry in result["attributes"].items():
         record = entry["record"]
         worst = record["side_effect_max"]

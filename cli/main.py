@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "latentedit.cli.evaluate_cmds",
     "latentedit.cli.stargan_cmds",
     "latentedit.cli.photos_cmds",
+    "latentedit.cli.serve_cmd",
+    "latentedit.cli.cyclegan_cmds",
 )
 
 

@@ -6,6 +6,8 @@
   transforms.
 - :mod:`latentedit.baselines.stargan_train`: WGAN-GP training of StarGAN (resumable, DDP).
 - :mod:`latentedit.baselines.stargan_transfer`: attribute transfer and single-attribute grids for image files.
+- :mod:`latentedit.baselines.faststyle`: seed 004's FastStyleNet generator and PatchGAN critic (with a domain
+  classification head) for the StarGAN trainer (``--generator faststyle --discriminator patch``).
 - :mod:`latentedit.baselines.cyclegan`: the CycleGAN / pix2pix networks of the reference implementation (ResNet and
   U-Net generators; PatchGAN, pixel, global+local and multi-scale discriminators), GAN losses, the image pool and
   translator files.

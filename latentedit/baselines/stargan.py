@@ -38,7 +38,11 @@ Generator files (:func:`save_stargan_generator` / :func:`load_stargan_generator`
 state tensor (float32 weights, running statistics, int64 step counters) and the metadata
 ``format = latentedit-stargan-generator``, ``config`` (JSON of :class:`StarGANGeneratorConfig`),
 ``attribute_names`` (JSON list, label order), ``image_size`` and ``crop_size`` (the training
-transform), plus free-form extras (iterations, data, ...).
+transform), plus free-form extras (iterations, data, ...). Files of other generator kinds add
+``architecture`` (``faststyle``: :class:`latentedit.baselines.faststyle.FastStyleNet`; absent means StarGAN's
+generator) and models trained on exclusive categories (a class-folder layout) add ``label_mode = exclusive``:
+their labels are one-hot over the categories in ``attribute_names``. StarGAN files on attributes carry neither
+key, so their bytes are unchanged.
 """
 from __future__ import annotations
 
@@ -330,6 +334,8 @@ class StarGANInfo:
     crop_size: int
     path: Path
     metadata: dict
+    architecture: str = "stargan"
+    exclusive: bool = False
 
 
 def shipped_stargan_path(name: str = DEFAULT_STARGAN) -> Path:
@@ -364,9 +370,12 @@ def resolve_stargan_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
 
 def save_stargan_generator(generator: StarGANGenerator, path: str | os.PathLike, attribute_names: Sequence[str],
-                           image_size: int, crop_size: int, extra_metadata: Mapping[str, str] | None = None) -> None:
+                           image_size: int, crop_size: int, extra_metadata: Mapping[str, str] | None = None,
+                           exclusive: bool = False) -> None:
     """Write ``generator`` (all state tensors, on the CPU) as safetensors at ``path``, atomically, with the
-    metadata described in the module docstring. ``extra_metadata`` values are stored as strings."""
+    metadata described in the module docstring. ``extra_metadata`` values are stored as strings. ``generator``
+    may also be a :class:`~latentedit.baselines.faststyle.FastStyleNet`; ``exclusive`` marks one-hot category
+    labels."""
 
     from latentedit.io import safetensors_bytes, write_bytes
 
@@ -377,6 +386,11 @@ def save_stargan_generator(generator: StarGANGenerator, path: str | os.PathLike,
     metadata.update({"format": GENERATOR_FORMAT, "config": generator.config.to_json(),
                      "attribute_names": json.dumps(list(attribute_names)), "image_size": str(int(image_size)),
                      "crop_size": str(int(crop_size))})
+    architecture = getattr(generator, "architecture", "stargan")
+    if architecture != "stargan":
+        metadata["architecture"] = architecture
+    if exclusive:
+        metadata["label_mode"] = "exclusive"
     write_bytes(path, safetensors_bytes(tensors, metadata))
 
 
@@ -397,11 +411,21 @@ def load_stargan_generator(name_or_path: str | os.PathLike = DEFAULT_STARGAN,
     if metadata.get("format") != GENERATOR_FORMAT:
         raise CheckpointError(f"{path}: not a latentedit StarGAN generator (metadata format is "
                               f"{metadata.get('format')!r}, expected {GENERATOR_FORMAT!r})")
+    architecture = metadata.get("architecture", "stargan")
     try:
-        config = StarGANGeneratorConfig.from_json(metadata["config"])
+        if architecture == "stargan":
+            config = StarGANGeneratorConfig.from_json(metadata["config"])
+            generator = StarGANGenerator(config)
+        elif architecture == "faststyle":
+            from latentedit.baselines import faststyle
+
+            config = faststyle.FastStyleNetConfig.from_json(metadata["config"])
+            generator = faststyle.FastStyleNet(config)
+        else:
+            raise CheckpointError(f"{path}: unknown generator architecture {architecture!r} (known: stargan, "
+                                  "faststyle); is latentedit older than the file?")
         names = tuple(str(n) for n in json.loads(metadata["attribute_names"]))
         image_size, crop_size = int(metadata["image_size"]), int(metadata["crop_size"])
-        generator = StarGANGenerator(config)
     except (KeyError, ValueError, TypeError, InputError) as error:
         raise CheckpointError(f"{path}: StarGAN metadata is missing or malformed ({error})") from None
     if len(names) != config.c_dim:
@@ -412,5 +436,6 @@ def load_stargan_generator(name_or_path: str | os.PathLike = DEFAULT_STARGAN,
         first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not match the stored StarGAN config ({first_line})") from None
     info = StarGANInfo(attribute_names=names, image_size=image_size, crop_size=crop_size, path=path,
-                       metadata=metadata)
+                       metadata=metadata, architecture=architecture,
+                       exclusive=metadata.get("label_mode") == "exclusive")
     return generator.to(device).eval(), info

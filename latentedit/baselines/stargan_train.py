@@ -8,7 +8,8 @@ One iteration (``step`` counts iterations, i.e. discriminator updates):
 2. Discriminator (WGAN-GP): ``L_D = -mean D_src(x) + mean D_src(G(x, c_trg)) + lambda_cls * BCE(D_cls(x), c_org)
    + lambda_gp * mean((||grad_x_hat D_src(x_hat)||_2 - 1)^2)`` with ``x_hat = a x + (1 - a) G(x, c_trg)``,
    ``a ~ U(0, 1)`` per sample, the gradient norm over all pixels of a sample. BCE is
-   binary cross-entropy with logits summed over the batch and the labels, divided by ``b``.
+   binary cross-entropy with logits summed over the batch and the labels, divided by ``b`` (for exclusive
+   categories: softmax cross-entropy, as the official code does for RaFD).
 3. Every ``n_critic``-th iteration (iterations 5, 10, ... counting from 1), the generator:
    ``L_G = -mean D_src(G(x, c_trg)) + lambda_rec * mean |x - G(G(x, c_trg), c_org)| + lambda_cls *
    BCE(D_cls(G(x, c_trg)), c_trg) + lambda_id * mean |x - G(x, c_org)|``. The last term is not part of
@@ -18,6 +19,17 @@ One iteration (``step`` counts iterations, i.e. discriminator updates):
 4. Adam (``g_lr``, ``d_lr`` 1e-4, betas (0.5, 0.999)). Both learning rates are multiplied by
    ``min(1, (iters - step) / decay_iters)`` (``decay_iters`` defaults to ``iters // 2``): constant for the
    first half, then linear to 0, as the paper intends (the official code's decay is effectively none).
+
+Networks (``generator``, ``discriminator``): StarGAN's own (the defaults), or seed 004's FastStyleNet generator and
+PatchGAN critic with a domain-classification head (:mod:`latentedit.baselines.faststyle`), in any combination;
+the losses are the same for all. ``g_conv_dim`` / ``g_repeat_num`` size either generator; ``d_repeat_num`` is the
+number of strided convolutions of either critic (``n_layers`` of the PatchGAN).
+
+Data (``data``): a CelebA-layout folder (binary attributes ``attrs``, the official split), or exclusive
+categories (:mod:`latentedit.data.categories`): a class-folder layout ``DIR/<category>/*.jpg`` or
+``toyfaces-hair[:COUNT]``, with one-hot labels. For categories ``attrs`` lists the categories (label order); the
+default attribute list, or an empty one, means every category of the data. Target labels are then the batch's
+shuffled one-hot labels, and sample grids have one column per category.
 
 Run directory (only rank 0 writes):
 
@@ -62,7 +74,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from latentedit.baselines import stargan
+from latentedit.baselines import faststyle, stargan
 from latentedit.baselines.celeba_split import StarGANCelebA
 from latentedit.errors import CheckpointError, InputError
 from latentedit.train import common
@@ -75,7 +87,7 @@ METRICS_NAME = "metrics.jsonl"
 
 #: Options that define the networks, the data split or the meaning of the counters; a resumed run keeps them.
 FROZEN_ON_RESUME = ("attrs", "image_size", "crop_size", "g_conv_dim", "d_conv_dim", "g_repeat_num",
-                    "d_repeat_num", "batch", "test_count")
+                    "d_repeat_num", "batch", "test_count", "generator", "discriminator")
 
 
 @dataclasses.dataclass
@@ -120,6 +132,8 @@ class StarGANTrainConfig:
     seed: int = 0
     workers: int = 1
     device: str = "auto"
+    generator: str = "stargan"
+    discriminator: str = "stargan"
 
     def __post_init__(self):
         self.attrs = list(self.attrs)
@@ -146,13 +160,23 @@ class StarGANTrainConfig:
             return 1.0
         return min(1.0, max(0.0, (self.iters - step) / decay))
 
-    def generator_config(self) -> stargan.StarGANGeneratorConfig:
-        return stargan.StarGANGeneratorConfig(c_dim=len(self.attrs), conv_dim=self.g_conv_dim,
-                                              repeat_num=self.g_repeat_num)
+    def generator_config(self):
+        """:class:`~latentedit.baselines.stargan.StarGANGeneratorConfig` or
+        :class:`~latentedit.baselines.faststyle.FastStyleNetConfig`, by ``generator``."""
+        return faststyle.generator_config(self.generator, len(self.attrs), self.g_conv_dim, self.g_repeat_num)
 
-    def discriminator_config(self) -> stargan.StarGANDiscriminatorConfig:
-        return stargan.StarGANDiscriminatorConfig(image_size=self.image_size, c_dim=len(self.attrs),
-                                                  conv_dim=self.d_conv_dim, repeat_num=self.d_repeat_num)
+    def discriminator_config(self):
+        """:class:`~latentedit.baselines.stargan.StarGANDiscriminatorConfig` or
+        :class:`~latentedit.baselines.faststyle.PatchCriticConfig`, by ``discriminator``."""
+        return faststyle.discriminator_config(self.discriminator, self.image_size, len(self.attrs), self.d_conv_dim,
+                                              self.d_repeat_num)
+
+    @property
+    def categorical(self) -> bool:
+        """Whether ``data`` holds exclusive categories (one-hot labels) rather than CelebA attributes."""
+        from latentedit.data.categories import is_categorical
+
+        return is_categorical(self.data)
 
     def validate(self, world_size: int = 1) -> None:
         """Raise :class:`InputError` for options that cannot train (a one-line reason each)."""
@@ -181,6 +205,11 @@ class StarGANTrainConfig:
         if self.image_size % 4:
             raise InputError(f"--image-size must be a multiple of 4 (the generator halves it twice), got "
                              f"{self.image_size}")
+        if self.generator not in faststyle.GENERATORS:
+            raise InputError(f"--generator must be one of {', '.join(faststyle.GENERATORS)}, got {self.generator!r}")
+        if self.discriminator not in faststyle.DISCRIMINATORS:
+            raise InputError(f"--discriminator must be one of {', '.join(faststyle.DISCRIMINATORS)}, got "
+                             f"{self.discriminator!r}")
         if not self.attrs:
             raise InputError("choose at least one attribute with --attrs")
         self.discriminator_config().validate()
@@ -272,8 +301,10 @@ class _Trainer:
 
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.g_config, self.d_config = config.generator_config(), config.discriminator_config()
-        self.generator = stargan.StarGANGenerator(self.g_config).to(self.device)
-        self.discriminator = stargan.StarGANDiscriminator(self.d_config).to(self.device)
+        self.exclusive = config.categorical
+        self.generator = faststyle.build_generator(config.generator, self.g_config.c_dim, self.g_config.conv_dim,
+                                                   self.g_config.repeat_num).to(self.device)
+        self.discriminator = faststyle.build_discriminator(self.d_config).to(self.device)
         self.g_optim = torch.optim.Adam(self.generator.parameters(), config.g_lr, (config.beta1, config.beta2))
         self.d_optim = torch.optim.Adam(self.discriminator.parameters(), config.d_lr, (config.beta1, config.beta2))
         self.step = 0
@@ -329,6 +360,13 @@ class _Trainer:
                 group["betas"] = (self.config.beta1, self.config.beta2)
         return factor
 
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """StarGAN's domain-classification loss: BCE summed over the attributes (CelebA), or, for exclusive
+        categories, softmax cross-entropy against the one-hot label's category (the official code's RaFD mode)."""
+        if self.exclusive:
+            return F.cross_entropy(logits, labels.argmax(dim=1))
+        return _bce_sum(logits, labels)
+
     def discriminator_step(self, real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor,
                            stats: dict[str, torch.Tensor]) -> None:
         """One WGAN-GP critic update with the auxiliary classification loss (module docstring, step 2)."""
@@ -345,7 +383,7 @@ class _Trainer:
                                           create_graph=True)
         penalty = (gradient.flatten(1).norm(2, dim=1) - 1).square().mean()
         loss_real, loss_fake = -src_real.mean(), src_fake.mean()
-        loss_cls = _bce_sum(cls_real, label_org)
+        loss_cls = self.classification_loss(cls_real, label_org)
         loss = loss_real + loss_fake + config.lambda_cls * loss_cls + config.lambda_gp * penalty
         self.d_optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -356,7 +394,10 @@ class _Trainer:
             stats["d_loss_cls"] += loss_cls
             stats["d_loss_gp"] += penalty
             stats["d_loss"] += loss
-            stats["d_cls_acc"] += ((cls_real > 0).float() == label_org).float().mean()
+            if self.exclusive:
+                stats["d_cls_acc"] += (cls_real.argmax(dim=1) == label_org.argmax(dim=1)).float().mean()
+            else:
+                stats["d_cls_acc"] += ((cls_real > 0).float() == label_org).float().mean()
             stats["d_steps"] += 1
 
     def generator_step(self, real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor,
@@ -370,7 +411,7 @@ class _Trainer:
         reconstruction = self.g_train(fake, label_org)
         loss_fake = -src_fake.mean()
         loss_rec = (real - reconstruction).abs().mean()
-        loss_cls = _bce_sum(cls_fake, label_trg)
+        loss_cls = self.classification_loss(cls_fake, label_trg)
         loss = loss_fake + config.lambda_rec * loss_rec + config.lambda_cls * loss_cls
         if config.lambda_id > 0:
             loss_id = (real - self.g_train(real, label_org)).abs().mean()
@@ -403,7 +444,10 @@ class _Trainer:
             "wall_s": self.wall_time(),
             "rng": rng_state,
             "config": {"generator": dataclasses.asdict(self.g_config),
-                       "discriminator": dataclasses.asdict(self.d_config)},
+                       "discriminator": dataclasses.asdict(self.d_config),
+                       "architecture": {"generator": self.config.generator,
+                                        "discriminator": self.config.discriminator},
+                       "labels": "exclusive" if self.exclusive else "attributes"},
             "args": self.config.to_dict(),
         }
 
@@ -434,7 +478,7 @@ class _Trainer:
             self.generator, self.run_dir / EXPORT_NAME, config.attrs, config.image_size, config.crop_size,
             {"iterations": str(self.step), "images_seen": str(self.step * config.batch),
              "source": "latentedit stargan train", "data": str(config.data),
-             "train_wall_s": f"{self.wall_time():.1f}"})
+             "train_wall_s": f"{self.wall_time():.1f}"}, exclusive=self.exclusive)
 
     @torch.no_grad()
     def save_samples(self, fixed: tuple[torch.Tensor, torch.Tensor] | None) -> None:
@@ -442,7 +486,8 @@ class _Trainer:
         if fixed is None:
             return
         images, labels = fixed
-        targets = stargan.single_attribute_targets(labels, self.config.attrs)
+        targets = (faststyle.category_targets(labels.shape[0], labels.shape[1]) if self.exclusive
+                   else stargan.single_attribute_targets(labels, self.config.attrs))
         self.generator.eval()
         try:
             columns = [images] + [self.generator(images, target).cpu() for target in targets]
@@ -584,14 +629,34 @@ class _Trainer:
                                   self.resumed_step)
 
 
-def fixed_sample_batch(config: StarGANTrainConfig, train_set: StarGANCelebA,
+def open_dataset(config: StarGANTrainConfig, split: str):
+    """The ``split`` of ``config.data``: :class:`StarGANCelebA` for a CelebA folder, else
+    :func:`latentedit.data.categories.open_category_dataset` (exclusive categories)."""
+    if config.categorical:
+        from latentedit.data.categories import open_category_dataset
+
+        return open_category_dataset(config.data, config.attrs, split, config.image_size, config.crop_size,
+                                     config.test_count)
+    return StarGANCelebA(config.data, config.attrs, split, config.image_size, config.crop_size, config.test_count)
+
+
+def resolve_categories(config: StarGANTrainConfig) -> StarGANTrainConfig:
+    """For category data, ``config`` with ``attrs`` = every category when it holds the default attribute list or
+    nothing (module docstring); other configs unchanged."""
+    if not config.categorical or (config.attrs and config.attrs != list(stargan.DEFAULT_ATTRIBUTES)):
+        return config
+    from latentedit.data.categories import categories_of
+
+    return dataclasses.replace(config, attrs=list(categories_of(config.data)))
+
+
+def fixed_sample_batch(config: StarGANTrainConfig, train_set,
                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed batch of the sample grids: the first ``sample_count`` test images (training images when
     the test split is empty), unflipped, as ``(images [n, 3, S, S], labels [n, c])`` on ``device``."""
     source = train_set
     if config.test_count > 0:
-        source = StarGANCelebA(config.data, config.attrs, "test", config.image_size, config.crop_size,
-                               config.test_count)
+        source = open_dataset(config, "test")
     count = min(config.sample_count, len(source))
     items = [source[i] for i in range(count)]
     return (torch.stack([image for image, _ in items]).to(device),
@@ -615,6 +680,7 @@ def train_stargan(config: StarGANTrainConfig, run_dir: str | os.PathLike,
     run_dir = Path(run_dir)
     context = common.init_distributed(config.device)
     try:
+        config = resolve_categories(config)
         config.validate(context.world_size)
         common.configure_device(context)
         checkpoint_path = find_resume_checkpoint(run_dir, resume_from)
@@ -624,8 +690,7 @@ def train_stargan(config: StarGANTrainConfig, run_dir: str | os.PathLike,
             if changed:
                 raise InputError(f"{checkpoint_path} was trained with different {', '.join(changed)}; resume with "
                                  "the same options or write to a new run folder")
-        dataset = StarGANCelebA(config.data, config.attrs, "train", config.image_size, config.crop_size,
-                                config.test_count)
+        dataset = open_dataset(config, "train")
         if len(dataset) < config.batch // context.world_size:
             raise InputError(f"the training split holds {len(dataset)} images, fewer than one batch per process "
                              f"({config.batch // context.world_size}); add images or lower --batch")

@@ -14,6 +14,13 @@ loaded. An attribute that neither source knows is an :class:`InputError`.
 Target labels: :func:`latentedit.baselines.stargan.apply_changes` (hair colours exclusive, other
 attributes set as given, unset attributes keep the source's values). Grids use
 :func:`latentedit.baselines.stargan.single_attribute_targets` (the official translations).
+
+Models trained on exclusive categories (``label_mode = exclusive``, e.g. a class-folder layout) take ``to``
+(``--to CATEGORY``): the target is that category's one-hot label, and no source label is needed (StarGAN uses the
+source label only for its training-time reconstruction), so no classifier is loaded. For attribute models ``to``
+means ``--set CATEGORY=1``. Their grids have one column per category. ``size`` runs the generator at another
+size than it was trained at (both generators are fully convolutional; a multiple of 4), e.g. 512 px for a
+256 px model as in seed 004.
 """
 from __future__ import annotations
 
@@ -154,15 +161,34 @@ def _labels_dict(row: torch.Tensor, names: Sequence[str]) -> dict[str, int]:
     return {name: int(value) for name, value in zip(names, row.tolist())}
 
 
+def _check_size(size: int | None, info) -> int:
+    """The translation size: ``size`` (a multiple of 4, >= 8) or the training size."""
+    if size is None:
+        return info.image_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8 or size % 4:
+        raise InputError(f"--size must be a multiple of 4 and at least 8 (the generators halve the image twice), "
+                         f"got {size}")
+    return size
+
+
+def _category_target(to: str, names: Sequence[str], count: int) -> torch.Tensor:
+    if to not in names:
+        raise InputError(f"--to: unknown category {to!r}; this model has: {', '.join(names)}")
+    target = torch.zeros(count, len(names))
+    target[:, list(names).index(to)] = 1.0
+    return target
+
+
 def transfer_files(image_paths: Sequence[str | os.PathLike], changes: Sequence[str], output: str | os.PathLike,
                    ckpt: str | os.PathLike = stargan.DEFAULT_STARGAN, source_attrs: Sequence[str] = (),
-                   classifier_path: str | os.PathLike | None = None, device: str = "auto") -> dict:
+                   classifier_path: str | os.PathLike | None = None, device: str = "auto", to: str | None = None,
+                   size: int | None = None) -> dict:
     """Translate each image to its source labels with ``changes`` applied and write PNGs.
 
     ``changes`` / ``source_attrs``: items ``NAME=0|1`` (or comma-joined) over the model's attributes.
     ``output``: a ``.png`` file for one image, else a folder (``<stem>.png`` per image plus
     ``transfer.json``). Returns the manifest: checkpoint, changes, and per image the input, output,
-    source labels (with provenance) and target labels.
+    source labels (with provenance) and target labels. ``to`` and ``size``: module docstring.
     """
     from latentedit.device import resolve_device
     from latentedit.io import save_png, to_uint8, write_json
@@ -171,12 +197,40 @@ def transfer_files(image_paths: Sequence[str | os.PathLike], changes: Sequence[s
     destinations = _output_paths(paths, Path(output))
     generator, info = stargan.load_stargan_generator(ckpt, device=resolve_device(device))
     names = info.attribute_names
+    side = _check_size(size, info)
+    if info.exclusive:
+        if changes or source_attrs:
+            raise InputError(f"this model translates between exclusive categories; use --to CATEGORY (one of "
+                             f"{', '.join(names)}) instead of --set / --source-attrs")
+        if to is None:
+            raise InputError(f"give --to CATEGORY, one of {', '.join(names)}")
+        _category_target(to, names, 1)  # an unknown category fails before any image is read
+        _prepare_output(Path(output))
+        images = load_images(paths, side)
+        targets = _category_target(to, names, images.shape[0])
+        results = _check_finite(translate(generator, images, targets))
+        pixels = to_uint8(results)
+        entries = []
+        for index, (path, destination) in enumerate(zip(paths, destinations)):
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            save_png(destination, pixels[index])
+            entries.append({"input": str(path), "output": str(destination), "target": to})
+        manifest = {"checkpoint": str(info.path), "attribute_names": list(names), "to": to, "size": side,
+                    "images": entries}
+        if Path(output).suffix.lower() not in OUTPUT_SUFFIXES:
+            write_json(Path(output) / "transfer.json", manifest)
+        return manifest
+    changes = list(changes)
+    if to is not None:
+        if to not in names:
+            raise InputError(f"--to: unknown attribute {to!r}; this model has: {', '.join(names)}")
+        changes.append(f"{to}=1")
     change_map = stargan.parse_assignments(changes, names, "--set")
     if not change_map:
         raise InputError(f"nothing to change; give --set NAME=0|1 with NAME one of {', '.join(names)}")
     given = stargan.parse_assignments(source_attrs, names, "--source-attrs")
     _prepare_output(Path(output))  # before reading images and translating
-    images = load_images(paths, info.image_size)
+    images = load_images(paths, side)
     source = source_labels(images, names, given, classifier_path)
     targets = stargan.apply_changes(source.labels, names, change_map)
     results = _check_finite(translate(generator, images, targets))
@@ -190,6 +244,8 @@ def transfer_files(image_paths: Sequence[str | os.PathLike], changes: Sequence[s
                         "target": _labels_dict(targets[index], names)})
     manifest = {"checkpoint": str(info.path), "attribute_names": list(names), "changes": change_map,
                 "source_provenance": source.provenance, "images": entries}
+    if side != info.image_size:
+        manifest["size"] = side
     if Path(output).suffix.lower() not in OUTPUT_SUFFIXES:
         write_json(Path(output) / "transfer.json", manifest)
     return manifest
@@ -197,10 +253,11 @@ def transfer_files(image_paths: Sequence[str | os.PathLike], changes: Sequence[s
 
 def grid_files(image_paths: Sequence[str | os.PathLike], output: str | os.PathLike,
                ckpt: str | os.PathLike = stargan.DEFAULT_STARGAN, source_attrs: Sequence[str] = (),
-               classifier_path: str | os.PathLike | None = None, device: str = "auto") -> dict:
+               classifier_path: str | os.PathLike | None = None, device: str = "auto", size: int | None = None) -> dict:
     """Write one PNG grid (``output``, a ``.png`` path): a row per image, the input then every
-    single-attribute translation in the model's attribute order. Returns ``{"columns": ["input",
-    names...], "rows": [{"input", "source"}...], "output", "checkpoint"}``."""
+    single-attribute translation in the model's attribute order (exclusive categories: the image translated to
+    every category). Returns ``{"columns": ["input", names...], "rows": [{"input", "source"}...], "output",
+    "checkpoint"}``."""
     from latentedit.device import resolve_device
     from latentedit.io import make_grid, save_png, to_uint8
 
@@ -209,10 +266,26 @@ def grid_files(image_paths: Sequence[str | os.PathLike], output: str | os.PathLi
         raise InputError(f"-o {output}: the grid is written as one PNG file; give a .png path")
     generator, info = stargan.load_stargan_generator(ckpt, device=resolve_device(device))
     names = info.attribute_names
+    side = _check_size(size, info)
+    if info.exclusive:
+        if source_attrs:
+            raise InputError("this model translates between exclusive categories; --source-attrs does not apply")
+        from latentedit.baselines.faststyle import category_targets
+
+        _prepare_output(output)
+        paths = [Path(p) for p in image_paths]
+        images = load_images(paths, side)
+        columns = [images] + [_check_finite(translate(generator, images, target))
+                              for target in category_targets(images.shape[0], len(names))]
+        tiles = torch.stack(columns, dim=1).flatten(0, 1)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        save_png(output, make_grid(to_uint8(tiles), columns=len(columns)))
+        return {"output": str(output), "checkpoint": str(info.path), "columns": ["input", *names],
+                "rows": [{"input": str(path)} for path in paths]}
     given = stargan.parse_assignments(source_attrs, names, "--source-attrs")
     _prepare_output(output)  # before reading images and translating
     paths = [Path(p) for p in image_paths]
-    images = load_images(paths, info.image_size)
+    images = load_images(paths, side)
     source = source_labels(images, names, given, classifier_path)
     columns = [images] + [_check_finite(translate(generator, images, target))
                           for target in stargan.single_attribute_targets(source.labels, names)]

@@ -10,6 +10,11 @@ clears the others). The metrics are :func:`latentedit.evaluate.edit.edit_record`
 of every other attribute against the classifier's labels of the *source render*, pixel / LPIPS change,
 PSNR to the counterfactual render; plus the translation time per image and the side effects of the
 reconstruction ``G(x, c_src)`` (:func:`reconstruction_record`), which tell redrawing apart from editing.
+
+A model trained on exclusive categories (``label_mode = exclusive``, e.g. the toyfaces hair colours as four
+domains) gets one-hot source labels: the category the classifier finds most probable. ``size`` renders the
+sources (and their counterfactuals) at another size than the model's training size, to measure a fully
+convolutional generator at, e.g., twice its training size.
 """
 from __future__ import annotations
 
@@ -112,7 +117,7 @@ def mean_lpips(lpips_metric, outputs: torch.Tensor, originals: torch.Tensor, bat
 
 @torch.no_grad()
 def evaluate_stargan(generator, model_names: Sequence[str], classifier, sources: HeldoutSources, attribute: str, *,
-                     lpips_metric=None, batch_size: int = 16) -> tuple[dict, torch.Tensor]:
+                     lpips_metric=None, batch_size: int = 16, exclusive: bool = False) -> tuple[dict, torch.Tensor]:
     """Translate ``sources`` so that they show ``attribute`` and measure the result.
 
     ``generator``: a :class:`latentedit.baselines.stargan.StarGANGenerator` whose labels are ``model_names``
@@ -127,8 +132,15 @@ def evaluate_stargan(generator, model_names: Sequence[str], classifier, sources:
     names = list(classifier.attribute_names)
     if attribute not in model_names:
         raise InputError(f"this StarGAN was trained on {', '.join(model_names)}; it cannot set {attribute}")
-    labels = source_labels(sources.images, model_names, classifier=classifier).labels
-    targets = stargan.apply_changes(labels, model_names, {attribute: 1})
+    source = source_labels(sources.images, model_names, classifier=classifier)
+    labels = source.labels
+    if exclusive:  # one category per image: the most probable one
+        labels = torch.zeros_like(labels).scatter_(1, source.probabilities.nan_to_num(0.0).argmax(dim=1, keepdim=True),
+                                                   1.0)
+        targets = torch.zeros_like(labels)
+        targets[:, list(model_names).index(attribute)] = 1.0
+    else:
+        targets = stargan.apply_changes(labels, model_names, {attribute: 1})
     started = time.perf_counter()
     outputs = translate(generator, sources.images, targets, batch_size=batch_size).clamp(-1, 1)
     seconds = time.perf_counter() - started
@@ -213,7 +225,7 @@ def format_markdown(result: dict) -> str:
 def evaluate_stargan_to_folder(ckpt: str | os.PathLike, attributes: Sequence[str], out_dir: str | os.PathLike, *,
                                n: int = 100, start: int = 0, classifier_path: str | os.PathLike | None = None,
                                device: str | torch.device = "cpu", batch_size: int = 16, keep: int = 8,
-                               log: Callable[[str], None] | None = None) -> dict:
+                               log: Callable[[str], None] | None = None, size: int | None = None) -> dict:
     """What ``latentedit evaluate stargan`` runs: per attribute, sources, translation, metrics; writes
     ``stargan_eval.json``, ``stargan_eval.md`` and ``<attribute>_samples.png`` (rows = sources; columns =
     render, translation, counterfactual). Returns the JSON-ready result."""
@@ -230,21 +242,26 @@ def evaluate_stargan_to_folder(ckpt: str | os.PathLike, attributes: Sequence[str
     if missing:
         raise InputError(f"this StarGAN was trained on {', '.join(info.attribute_names)}; it cannot set "
                          f"{', '.join(missing)}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16 or size % 4):
+        raise InputError(f"--size must be a multiple of 4 and at least 16, got {size}")
+    side = info.image_size if size is None else size
     weights = find_vgg16_weights()
-    lpips_metric = (build_perceptual("lpips", weights, image_size=info.image_size, device=device)
+    lpips_metric = (build_perceptual("lpips", weights, image_size=side, device=device)
                     if weights else None)
     if lpips_metric is None:
         log("note: LPIPS not measured: the VGG16 weights are not available locally (reported as null)")
     out_dir = Path(out_dir)
     result = {"command": "evaluate stargan",
               "stargan": {"path": str(info.path), "sha256": lio.sha256_file(info.path),
-                          "attribute_names": list(info.attribute_names), "image_size": info.image_size},
+                          "attribute_names": list(info.attribute_names), "image_size": info.image_size,
+                          "architecture": info.architecture, "exclusive": info.exclusive, "eval_size": side},
               "classifier": classifier_info, "lpips": "LPIPS-VGG v0.1" if lpips_metric is not None else None,
               "attributes": {}, "files": []}
     for attribute in attributes:
-        sources = heldout_sources(classifier, attribute, n, info.image_size, start=start)
+        sources = heldout_sources(classifier, attribute, n, side, start=start)
         record, outputs = evaluate_stargan(generator, info.attribute_names, classifier, sources, attribute,
-                                           lpips_metric=lpips_metric, batch_size=batch_size)
+                                           lpips_metric=lpips_metric, batch_size=batch_size,
+                                           exclusive=info.exclusive)
         result["attributes"][attribute] = {
             "record": record,
             "sources": {"count": len(sources.ids), "details": sources.details,
