@@ -223,3 +223,25 @@ def test_a_folder_mixing_photo_and_plain_latents_pastes_back_those_with_a_photo(
     result = run("apply-direction", "--vec", repo_file(BLOND), "--latent", mixed, "--strength", "1", "--paste-back",
                  "-o", tmp_path / "none")
     assert result.exit_code != 0 and "no photo is recorded" in result.output and not (tmp_path / "none").exists()
+
+
+def test_a_photo_for_a_non_toyfaces_generator_goes_through_mtcnn_and_the_ffhq_crop(refdata, tmp_path):
+    data = pytest.importorskip("skimage.data")
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    result = run("invert", "--align", tmp_path / "astronaut.png", "--ckpt", refdata / "ros64_small.pt", "--steps", 3,
+                 "-o", tmp_path / "inverted", "--no-progress")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "inverted" / "aligned" / "astronaut_face0.json").read_text())
+    assert record["detector"].startswith("mtcnn") and record["framing"] == "ffhq" and record["confidence"] > 0.99
+    result = run("apply-direction", "--vec", tmp_path / "vec.npy", "--latent", tmp_path / "inverted", "-o",
+                 tmp_path / "edited")
+    assert result.exit_code != 0  # no such direction file: a one-line error
+    latent = np.load(tmp_path / "inverted" / "astronaut_face0.npy")
+    np.save(tmp_path / "vec.npy", np.ones_like(latent[0]))
+    result = run("apply-direction", "--vec", tmp_path / "vec.npy", "--latent", tmp_path / "inverted", "--ckpt",
+                 refdata / "ros64_small.pt", "--strength", "0,0.5", "--paste-back", "-o", tmp_path / "edited")
+    assert result.exit_code == 0, result.output
+    full = np.asarray(Image.open(tmp_path / "edited" / "astronaut_face0_s0.5_full.png"))
+    assert full.shape == data.astronaut().shape
+    # The astronaut's face is near the top left; the bottom right quarter of the photo is untouched.
+    np.testing.assert_array_equal(full[256:, 256:], data.astronaut()[256:, 256:])
