@@ -349,7 +349,8 @@ def browser(server):
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
     page = context.new_page()
-    page.set_default_timeout(60_000)
+    # Generous: on a loaded 2-core CI machine an upload can wait behind the previous test's job in the queue.
+    page.set_default_timeout(180_000)
     page.goto(server["url"])
     page.wait_for_selector("#edit-invert")
     yield page
