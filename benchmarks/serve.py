@@ -50,7 +50,7 @@ def _start(ckpt: str, steps: int | None, work: Path) -> tuple[subprocess.Popen, 
     command = [sys.executable, "-m", "latentedit", "serve", "--ckpt", ckpt, "--port", str(port)]
     if steps is not None:
         command += ["--steps", str(steps)]
-    log = open(work / f"server_{port}.log", "w")
+    log = open(work / f"server_{port}.log", "w")  # noqa: SIM115 -- closed when the server stops
     process = subprocess.Popen(command, cwd=work, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}/"
@@ -184,13 +184,13 @@ def main(argv: list[str] | None = None) -> int:
                            "gradio": gradio.__version__, "results": results,
                            "versions": versions()})
     lines = ["# `latentedit serve` in Chromium", "",
-             "`python benchmarks/serve.py`: slider latency = release of a slider -> new edited image in the page; "
-             "page load -> first edit = `page.goto` to the first edited image (upload `examples/face.png`, Invert "
-             "at the page's default steps, blond slider to 1). "
-             f"{os.cpu_count()} CPUs, 1-minute load average {load_before[0]:.1f} before and "
-             f"{os.getloadavg()[0]:.1f} after the run (other work on the machine counts).", "",
-             "| generator | inversion steps | page load | load -> inverted | load -> first edit | slider median "
-             "| slider p90 | slider max |", "|---|---|---|---|---|---|---|---|"]
+             ("`python benchmarks/serve.py`: slider latency = release of a slider -> new edited image in the page; "
+              "page load -> first edit = `page.goto` to the first edited image (upload `examples/face.png`, Invert "
+              "at the page's default steps, blond slider to 1). "
+              f"{os.cpu_count()} CPUs, 1-minute load average {load_before[0]:.1f} before and "
+              f"{os.getloadavg()[0]:.1f} after the run (other work on the machine counts)."), "",
+             ("| generator | inversion steps | page load | load -> inverted | load -> first edit | slider median "
+              "| slider p90 | slider max |"), "|---|---|---|---|---|---|---|---|"]
     for size, r in results.items():
         s = r["slider_ms"]
         lines.append(f"| {size} px ({r['ckpt']}) | {r['inversion_steps']} | {r['page_load_s']:.2f} s | "

@@ -18,8 +18,10 @@ def _format_report(report: dict) -> str:
         ("checkpoint", report["path"]),
         ("format", f"{report['source_format']} (loaded '{report['network']}'; file holds: {contents})"),
         ("sha256", report["sha256"]),
+        ("architecture", report.get("architecture", "stylegan2")),
         ("size", f"{report['size']}x{report['size']}"),
-        ("style_dim", f"{report['style_dim']} (z and w)"),
+        ("style_dim", f"{report['style_dim']} (z and w)" if report.get("z_dim", report["style_dim"]) ==
+         report["style_dim"] else f"{report['style_dim']} (w; z has {report['z_dim']})"),
         ("n_mlp", str(report["n_mlp"])),
         ("num_ws", f"{report['num_ws']} (W+ rows)"),
         ("noise layers", str(report["num_noise_layers"])),
@@ -28,6 +30,15 @@ def _format_report(report: dict) -> str:
         ("parameters", f"{report['num_parameters']:,}"),
         ("w_avg", report["w_avg_source"]),
     ]
+    for layer in report.get("layers", []):  # StyleGAN3: one line per synthesis layer
+        size_in, size_out = (layer["in_size"] or ["?"])[0], (layer["out_size"] or ["?"])[0]
+        filters = "radial" if layer["radial"] else "separable" if layer["down_filter"] else "no filters"
+        lines.append((f"layer {layer['name']}",
+                      f"{size_in}->{size_out} px, {layer['in_channels']}->{layer['out_channels']} ch, "
+                      f"{layer['kernel']}x{layer['kernel']}, up {layer['up']} down {layer['down']}, rate "
+                      f"{layer['in_sampling_rate']:g}->{layer['out_sampling_rate']:g}, cutoff "
+                      f"{layer['in_cutoff']:.4g}->{layer['out_cutoff']:.4g}, {filters}"
+                      f"{', ToRGB' if layer['torgb'] else ''}{', critical' if layer['critically_sampled'] else ''}"))
     lines += [(key.replace("_", " "), value) for key, value in report["provenance"].items()]
     lines += [("note", note) for note in report["notes"]]
     width = max(len(key) for key, _ in lines)

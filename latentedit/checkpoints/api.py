@@ -1,7 +1,9 @@
-"""Load, inspect and convert StyleGAN2 checkpoints of every supported format (SPEC §1.1).
+"""Load, inspect and convert StyleGAN2 and StyleGAN3 checkpoints of every supported format (SPEC §1.1).
 
 Formats (detected from the file's bytes, never its name): rosinality ``.pt`` (converted or training
-checkpoints), NVIDIA stylegan2-ada ``.pkl`` and latentedit's native ``.safetensors``. Nothing in a
+checkpoints), NVIDIA stylegan2-ada and stylegan3 ``.pkl`` and latentedit's native ``.safetensors``. A
+StyleGAN3 generator (detected from the pickled classes and state, or from the native metadata) loads as an
+:class:`~latentedit.model.sg3.SG3Generator`, which has the StyleGAN2 generator's interface. Nothing in a
 file is ever executed; every problem is a one-line :class:`~latentedit.errors.CheckpointError`.
 """
 from __future__ import annotations
@@ -13,12 +15,13 @@ from typing import Any, NamedTuple
 
 import torch
 
-from latentedit.checkpoints import native, nvidia, rosinality
+from latentedit.checkpoints import native, nvidia, nvidia_sg3, rosinality
 from latentedit.checkpoints.reading import RawCheckpoint, read_checkpoint
 from latentedit.checkpoints.rosinality import NetworkWeights
 from latentedit.errors import CheckpointError, InputError
 from latentedit.io import sha256_file
 from latentedit.model import Discriminator, Generator, GeneratorConfig
+from latentedit.model.sg3 import SG3Config, SG3Generator
 from latentedit.pretrained import DEFAULT_CHECKPOINT, resolve_checkpoint
 
 #: How :func:`load_generator` computes w_avg when a checkpoint stores none (``Generator.compute_w_avg``).
@@ -58,9 +61,10 @@ class CheckpointInfo:
 
 
 class LoadedGenerator(NamedTuple):
-    """``(generator, info)``: an eval-mode :class:`Generator` with ``w_avg`` set, and its :class:`CheckpointInfo`."""
+    """``(generator, info)``: an eval-mode :class:`Generator` (or :class:`SG3Generator`) with ``w_avg`` set, and
+    its :class:`CheckpointInfo`."""
 
-    generator: Generator
+    generator: Generator | SG3Generator
     info: CheckpointInfo
 
 
@@ -75,6 +79,8 @@ def _generator_weights(raw: RawCheckpoint) -> NetworkWeights:
     if raw.container == "safetensors":
         return native.native_weights(raw.content, raw.metadata, raw.path, "generator")
     if raw.container == "pickle" and isinstance(raw.content, dict) and ("G_ema" in raw.content or "G" in raw.content):
+        if nvidia_sg3.is_stylegan3(raw.content):
+            return nvidia_sg3.generator_weights(raw.content, raw.path)
         return nvidia.generator_weights(raw.content, raw.path)
     return rosinality.generator_weights(raw.content, raw.path)
 
@@ -87,9 +93,13 @@ def _discriminator_weights(raw: RawCheckpoint) -> NetworkWeights:
     return rosinality.discriminator_weights(raw.content, raw.path)
 
 
-def _build_generator(weights: NetworkWeights, path: Path) -> tuple[Generator, list[str]]:
+def _build_generator(weights: NetworkWeights, path: Path) -> tuple[Generator | SG3Generator, list[str]]:
     """A Generator holding ``weights`` (strict load), plus notes about filled-in noise buffers and dtypes."""
     sd = dict(weights.state_dict)
+    if isinstance(weights.config, SG3Config):  # the loaders read a StyleGAN3 architecture from state and shapes
+        generator = SG3Generator(weights.config)
+        rosinality.load_strict(generator, sd, path, "generator")
+        return generator, [n for n in [rosinality.dtype_note(sd)] if n]
     config = rosinality.infer_generator_config(sd, path, conv_clamp=weights.conv_clamp)
     if weights.config is not None:  # native files state lr_mlp and blur taps too, which shapes cannot tell
         rosinality.check_stated_config(weights.config, config, path, ("size", "style_dim", "n_mlp", "channels"))
@@ -188,11 +198,34 @@ def inspect_checkpoint(path_or_name: str | os.PathLike) -> dict:
     Loads the weights on CPU (validating them) but does not compute a missing w_avg.
     """
     _, info = load_generator(path_or_name, device="cpu", compute_w_avg=False)
-    config: GeneratorConfig = info.config
     report = info.to_dict()
+    if isinstance(info.config, SG3Config):
+        return _stylegan3_report(report, info.config)
+    config: GeneratorConfig = info.config
     report.update(size=config.size, style_dim=config.style_dim, n_mlp=config.n_mlp, num_ws=config.num_ws,
                   num_noise_layers=config.num_layers, channels={str(k): v for k, v in config.channels.items()},
                   conv_clamp=config.conv_clamp)
+    return report
+
+
+def _stylegan3_report(report: dict, config: SG3Config) -> dict:
+    """:func:`inspect_checkpoint`'s keys for a StyleGAN3 generator, plus ``architecture`` and ``layers``.
+
+    ``channels`` maps ``input`` and each layer name to its output channel count; ``num_noise_layers`` is 0.
+    """
+    channels = {"input": config.input_channels}
+    channels.update({layer.name or f"L{i}": layer.out_channels for i, layer in enumerate(config.layers)})
+    report.update(architecture=config.kind, size=config.img_resolution, style_dim=config.w_dim, z_dim=config.z_dim,
+                  n_mlp=config.mapping_layers, num_ws=config.num_ws, num_noise_layers=0, channels=channels,
+                  conv_clamp=config.conv_clamp,
+                  layers=[{"name": layer.name, "in_channels": layer.in_channels, "out_channels": layer.out_channels,
+                           "kernel": layer.kernel_size, "in_size": layer.in_size, "out_size": layer.out_size,
+                           "in_sampling_rate": layer.in_sampling_rate, "out_sampling_rate": layer.out_sampling_rate,
+                           "in_cutoff": layer.in_cutoff, "out_cutoff": layer.out_cutoff, "up": layer.up,
+                           "down": layer.down, "padding": layer.padding, "up_filter": layer.up_filter_shape,
+                           "down_filter": layer.down_filter_shape, "radial": layer.radial, "torgb": layer.is_torgb,
+                           "critically_sampled": layer.is_critically_sampled}
+                          for layer in config.layers])
     return report
 
 

@@ -8,8 +8,9 @@ Layout (format version 1):
   generator's ``w_avg`` buffer is non-persistent.
 - string metadata: ``format`` = ``latentedit``, ``format_version`` = ``1``, ``network`` =
   ``generator`` | ``discriminator``, ``config`` = the config's ``to_dict()`` as JSON, ``w_avg_source``
-  (how the stored w_avg was obtained), plus any caller-supplied provenance (e.g. ``source_format``,
-  ``source_sha256``).
+  (how the stored w_avg was obtained), ``architecture`` = ``stylegan3`` for a
+  :class:`~latentedit.model.sg3.SG3Generator` (absent: StyleGAN2), plus any caller-supplied provenance (e.g.
+  ``source_format``, ``source_sha256``).
 
 The architecture comes from ``config``; the strict load then checks that the tensors agree with it.
 """
@@ -28,16 +29,19 @@ from latentedit.checkpoints.rosinality import NetworkWeights
 from latentedit.errors import CheckpointError
 from latentedit.io import safetensors_bytes, write_bytes
 from latentedit.model import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.model.sg3 import SG3Config, SG3Generator
 
 FORMAT_NAME = "latentedit"
 FORMAT_VERSION = "1"
 W_AVG_TENSOR = "w_avg"
-RESERVED_METADATA = ("format", "format_version", "network", "config", "w_avg_source")
+RESERVED_METADATA = ("format", "format_version", "network", "config", "w_avg_source", "architecture")
+STYLEGAN3 = "stylegan3"
 
 
 def save_native(network: nn.Module, path: str | os.PathLike, extra_metadata: Mapping[str, Any] | None = None,
                 w_avg_source: str | None = None) -> Path:
-    """Write ``network`` (a :class:`Generator` or :class:`Discriminator`) to ``path`` as safetensors, atomically.
+    """Write ``network`` (a :class:`Generator`, :class:`SG3Generator` or :class:`Discriminator`) to ``path`` as
+    safetensors, atomically.
 
     For a generator whose ``has_w_avg`` is set, ``w_avg [style_dim]`` is stored too, with
     ``w_avg_source`` (free text, default "stored by save_native") describing its origin.
@@ -45,16 +49,19 @@ def save_native(network: nn.Module, path: str | os.PathLike, extra_metadata: Map
     reserved keys :data:`RESERVED_METADATA` (ValueError). Returns ``path`` as a Path.
     """
 
-    if isinstance(network, Generator):
+    if isinstance(network, (Generator, SG3Generator)):
         kind = "generator"
     elif isinstance(network, Discriminator):
         kind = "discriminator"
     else:
-        raise TypeError(f"save_native expects a Generator or Discriminator, got {type(network).__name__}")
+        raise TypeError(f"save_native expects a Generator, SG3Generator or Discriminator, got "
+                        f"{type(network).__name__}")
     tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous().clone()
                for name, tensor in network.state_dict().items()}
     metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "network": kind,
                 "config": json.dumps(network.config.to_dict())}
+    if isinstance(network, SG3Generator):
+        metadata["architecture"] = STYLEGAN3
     if kind == "generator" and network.has_w_avg:
         tensors[W_AVG_TENSOR] = network.w_avg.detach().to("cpu", torch.float32).contiguous().clone()
         metadata["w_avg_source"] = w_avg_source or "stored by save_native"
@@ -95,7 +102,14 @@ def native_weights(tensors: dict[str, torch.Tensor], metadata: dict | None, path
     stored = metadata.get("network")
     if stored != network:
         raise CheckpointError(f"{path}: this native checkpoint holds a {stored!r} network, not a {network}")
-    config = _config(metadata, path, GeneratorConfig if network == "generator" else DiscriminatorConfig)
+    architecture = metadata.get("architecture")
+    if architecture not in (None, STYLEGAN3) or (architecture == STYLEGAN3 and network != "generator"):
+        raise CheckpointError(f"{path}: unknown architecture {architecture!r} in the latentedit metadata")
+    if architecture == STYLEGAN3:
+        config_class = SG3Config
+    else:
+        config_class = GeneratorConfig if network == "generator" else DiscriminatorConfig
+    config = _config(metadata, path, config_class)
     tensors = dict(tensors)
     weights = NetworkWeights(tensors, "safetensors", network, [network], config=config)
     if network == "generator" and W_AVG_TENSOR in tensors:

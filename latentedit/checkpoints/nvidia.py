@@ -85,7 +85,7 @@ def submodule(module: PersistentObject, dotted: str) -> PersistentObject | None:
 def _network(obj: Any, path: Path, names: tuple[str, ...], class_name: str) -> tuple[str, PersistentObject, list[str]]:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: the pickle holds a {type(obj).__name__}, not a stylegan2-ada snapshot dict")
-    contents = [k for k in _NETWORK_KEYS if k in obj]
+    contents = [k for k in _NETWORK_KEYS if obj.get(k) is not None]  # stylegan3 fixtures may store D=None
     for name in names:
         if name in obj:
             module = obj[name]

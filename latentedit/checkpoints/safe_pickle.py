@@ -12,6 +12,9 @@ every other global (``os.system``, ``builtins.eval``, ...) before anything is ca
 - ``torch._utils._rebuild_tensor_v2`` -> torch's tensor rebuild, after checking that it got a storage.
 - ``torch._utils._rebuild_parameter`` -> the data tensor (no autograd state).
 - ``numpy(._)core.multiarray.scalar`` -> a numpy scalar decoded from its bytes (object dtypes refused).
+- ``numpy(._)core.multiarray._reconstruct`` with ``numpy.ndarray`` (a marker, :class:`NdarrayType`, that cannot
+  be called) -> an empty :class:`GuardedArray` whose
+  ``__setstate__`` accepts only plain numeric data from a byte string (StyleGAN3 stores sizes as int64 arrays).
 - ``numpy.dtype``, ``collections.OrderedDict``, ``builtins.set``; ``dnnlib.util.EasyDict`` -> a dict.
 
 Every failure (refused global, truncated stream, wrong argument types) is raised as a one-line
@@ -86,6 +89,41 @@ def _numpy_scalar(dtype: Any, data: Any = None):
     return np.frombuffer(bytes(data), dtype=dtype, count=1)[0]
 
 
+class GuardedArray(np.ndarray):
+    """What ``numpy.ndarray`` resolves to: an ndarray whose pickled state must be plain numeric bytes.
+
+    numpy pickles an array as ``_reconstruct(ndarray, (0,), b"b")`` followed by ``BUILD`` with the state
+    ``(version, shape, dtype, is_fortran, raw bytes)``; object arrays (whose state is a list of objects)
+    and anything that is not a byte string are refused. Use ``np.asarray(a)`` for a plain array.
+    """
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("numpy array record has a malformed state")
+        shape, dtype, raw = state[-4], state[-3], state[-1]
+        if (not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(raw, (bytes, bytearray))
+                or not isinstance(shape, tuple) or not all(isinstance(n, int) and 0 <= n for n in shape)
+                or len(raw) != dtype.itemsize * int(np.prod(shape, dtype=np.int64))):
+            raise pickle.UnpicklingError("numpy array record is not a plain numeric array")
+        super().__setstate__(state)
+
+
+class NdarrayType:
+    """What the global ``numpy.ndarray`` resolves to: only a marker for ``_reconstruct``'s first argument.
+
+    Calling it (``REDUCE``) is refused, so a file cannot allocate arrays of any shape it likes.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        raise pickle.UnpicklingError("numpy.ndarray may only be named as the type passed to _reconstruct")
+
+
+def _numpy_reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> GuardedArray:
+    if subtype is not NdarrayType or not isinstance(shape, tuple) or not isinstance(dtype_code, (bytes, str)):
+        raise pickle.UnpicklingError("numpy array record does not reconstruct a plain ndarray")
+    return GuardedArray((0,), dtype=np.uint8)
+
+
 def _numpy_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
     if not isinstance(spec, str):
         raise pickle.UnpicklingError("numpy dtype record is not a type string")
@@ -102,6 +140,9 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Callable] = {
     ("builtins", "set"): set,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy", "ndarray"): NdarrayType,
     ("numpy", "dtype"): _numpy_dtype,
     ("dnnlib.util", "EasyDict"): EasyDictStub,
 }

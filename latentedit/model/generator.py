@@ -178,6 +178,11 @@ class Generator(nn.Module):
         return self.config.style_dim
 
     @property
+    def z_dim(self) -> int:
+        """Length of z (StyleGAN2: the same as w)."""
+        return self.config.style_dim
+
+    @property
     def num_layers(self) -> int:
         return self.config.num_layers
 

@@ -34,7 +34,7 @@ def w_spread(generator: Generator, num_samples: int = W_SPREAD_SAMPLES, seed: in
     rng = torch.Generator().manual_seed(seed)
     samples = []
     for start in range(0, num_samples, chunk):
-        z = torch.randn(min(chunk, num_samples - start), generator.w_dim, generator=rng)
+        z = torch.randn(min(chunk, num_samples - start), generator.z_dim, generator=rng)
         samples.append(generator.mapping(z.to(device)).double().cpu())
     w = torch.cat(samples)
     return float((w - w.mean(0)).square().sum().div(num_samples).sqrt())
@@ -65,7 +65,7 @@ def w_from_seeds(generator: Generator, seeds: Sequence[int], truncation: float =
                  truncation_cutoff: int | None = None) -> torch.Tensor:
     """Seeds -> z (NVIDIA convention) -> W+ ``[N, num_ws, w_dim]`` after truncation."""
     device = next(generator.parameters()).device
-    z = z_from_seeds(list(seeds), generator.w_dim).to(device)
+    z = z_from_seeds(list(seeds), generator.z_dim).to(device)
     w = generator.truncate(generator.mapping(z), truncation, truncation_cutoff)
     return generator.broadcast_w(w).cpu()
 
@@ -74,11 +74,13 @@ def generate_to_folder(generator: Generator, out_dir: str | os.PathLike, *, chec
                        seeds: Sequence[int] | None = None, latent_path: str | os.PathLike | None = None,
                        truncation: float = 1.0, truncation_cutoff: int | None = None, noise_mode: str = "const",
                        grid: bool = True, individual: bool = True, batch_size: int = 8,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, input_transform: dict | None = None) -> dict:
     """Write one PNG and one W+ ``.npy`` per image, a grid PNG, and ``manifest.json`` into ``out_dir``.
 
     Exactly one of ``seeds`` and ``latent_path`` is given. Returns the manifest (also written). The folder
     is created and proven writable first; non-finite latents or images are an InputError, nothing written.
+    ``input_transform`` (StyleGAN3: the ``translate`` / ``rotate_deg`` already set on the generator) is
+    recorded in the manifest when given.
     """
     if (seeds is None) == (latent_path is None):
         raise InputError("give either seeds or a latent file, not both (and not neither)")
@@ -134,6 +136,7 @@ def generate_to_folder(generator: Generator, out_dir: str | os.PathLike, *, chec
         "truncation_psi": truncation,
         "truncation_cutoff": truncation_cutoff,
         "noise_mode": noise_mode,
+        **({"input_transform": input_transform} if input_transform is not None else {}),
         "w_plus_shape": list(w_plus.shape),
         "image_size": generator.size,
         "files": files,

@@ -96,6 +96,16 @@ def _painted_layers(value) -> "np.ndarray | None":
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
 
 
+def _pasted_photo(result: dict) -> str | None:
+    """The photo with the edited crop pasted back (``<name>_s<s>_full.png``), not the before/after sweep strip
+    ``apply-direction --paste-back`` writes beside it."""
+    wanted = f"{result['png'].stem}_full.png"
+    for path in result["full"]:
+        if Path(path).name == wanted:
+            return str(path)
+    return str(result["full"][-1]) if result["full"] else None
+
+
 def _visitor(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
@@ -230,7 +240,7 @@ class App:
                               if not inverted.aligned else f"latentedit invert --align PHOTO"] + result["commands"])
         return (_html("ok", f"wrote {result['png'].name}, {result['npy'].name} and manifest.json, the files "
                             f"`latentedit apply-direction` writes"), [str(p) for p in files if Path(p).is_file()],
-                commands, str(result["full"][-1]) if result["full"] else None)
+                commands, _pasted_photo(result))
 
     def on_direction_upload(self, upload, state, request: gr.Request):
         state = dict(state or {})
