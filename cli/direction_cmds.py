@@ -109,9 +109,12 @@ def from_pulse_command(ref_a, ref_b, seeds, out, ckpt, steps, lr, loss, eps, noi
     """
     from latentedit.directions import direction_from_pulse
     from latentedit.pulse import PulseSettings
+    from latentedit.pulse.search import noise_note
 
     seed_list = _seed_list(seeds)
     generator, info = _load(ckpt, device)
+    if noise_note(generator) is not None:
+        _warn(noise_note(generator))
     settings = PulseSettings(steps=steps, lr=lr, loss=loss, eps=eps, noise_type=noise_type, fit_samples=fit_samples)
     meta = direction_from_pulse(generator, ref_a, ref_b, seed_list, out, settings, checkpoint_info=info,
                                 batch_size=batch_size, only_successful=only_successful,

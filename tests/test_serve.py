@@ -312,10 +312,16 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     _write_run(tmp / "runs" / "tiny")
     port = _free_port()
+    # The run folder lies outside the server's working and temp folders, as `serve --runs /data/runs` does: Gradio
+    # refuses to serve files from there, so the page must get the sample grid as pixels (a bug once).
+    work, server_tmp = tmp / "cwd", tmp / "tmpdir"
+    work.mkdir()
+    server_tmp.mkdir()
+    env = {**_env(tmp), "TMPDIR": str(server_tmp)}
     log = open(tmp / "server.log", "w")  # noqa: SIM115 -- the server writes to it until the fixture ends
     process = subprocess.Popen([sys.executable, "-m", "latentedit", "serve", "--port", str(port), "--runs",
                                 str(tmp / "runs"), "--steps", "20", "--pulse-fit-samples", "20000",
-                                "--max-upload-mb", "2"], cwd=tmp, env=_env(tmp), stdout=log, stderr=subprocess.STDOUT)
+                                "--max-upload-mb", "2"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
     import urllib.request

@@ -230,7 +230,7 @@ def _load_latent_source(generator: Generator, path: Path, generator_sha: str | N
         log(f"latent {path} was made with generator {recorded[:12]}, not this one ({generator_sha[:12]})")
     noise: str | list[torch.Tensor] = "const"
     noise_path = path.with_name(f"{path.stem}_noise.npz")
-    if w_plus.shape[0] == 1 and noise_path.is_file():
+    if w_plus.shape[0] == 1 and noise_path.is_file() and generator.num_layers > 0:  # StyleGAN3: no noise inputs
         maps = _read_noise_file(noise_path, generator)
         if maps is not None:
             noise = maps

@@ -78,7 +78,7 @@ def _read_samples_cache(path: Path, key: Mapping, w_dim: int) -> LabelledSamples
 def sample_and_label(generator: Generator, classifier, n: int, seed: int = 0, *, batch_size: int = DEFAULT_BATCH,
                      progress: bool = False, cache_path: str | os.PathLike | None = None,
                      cache_key: Mapping | None = None) -> LabelledSamples:
-    """Draw ``n`` z ``[n, w_dim]`` from ``torch.Generator().manual_seed(seed)`` (one ``randn`` call), map them to
+    """Draw ``n`` z ``[n, z_dim]`` from ``torch.Generator().manual_seed(seed)`` (one ``randn`` call), map them to
     w (psi 1), render with the stored noise and label the images with ``classifier``, ``batch_size`` at a
     time.
 
@@ -98,7 +98,7 @@ def sample_and_label(generator: Generator, classifier, n: int, seed: int = 0, *,
         if cached is not None:
             return cached
     device = next(generator.parameters()).device
-    z = torch.randn(n, generator.w_dim, generator=torch.Generator().manual_seed(int(seed)))
+    z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(int(seed)))
     ws, probs = [], []
     for start in tqdm(range(0, n, batch_size), desc="label samples", unit="batch", disable=not progress,
                       leave=False):

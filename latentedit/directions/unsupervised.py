@@ -6,6 +6,10 @@
   its conv; ``2j+3``: its ToRGB and the next block's up-conv). The chosen rows' styled convolutions
   contribute their ``conv.modulation.weight`` (``[in_ch, w_dim]``); ToRGB layers only with
   ``include_torgb`` (the official SeFa leaves them out). Each weight row is normalised to unit length.
+  StyleGAN3 (:mod:`latentedit.model.sg3`): W+ row ``i + 1`` feeds synthesis layer ``i``, whose affine
+  ``layers.{i}.affine.weight`` (``[in_ch, w_dim]``) is used; the last layer is the ToRGB. Row 0 feeds
+  only the Fourier input's affine, which sets a rotation and translation rather than channel styles,
+  so it never contributes (choosing only row 0 is an error, as for ToRGB-only rows).
   Singular vectors have no sign; each direction is flipped so that its largest-magnitude component is
   positive. Directions are unit vectors; with a subset of rows they are saved as W+ arrays that are
   zero outside the chosen rows, so applying the file touches only those rows.
@@ -36,13 +40,17 @@ def modulation_weights(generator: Generator, rows: Sequence[int], include_torgb:
     Styled convolutions always; ToRGB layers only with ``include_torgb``. Stored (unscaled) weights: the
     equalised-learning-rate scale is one number per layer, which the row normalisation of SeFa removes.
     """
+    chosen = set(int(r) for r in rows)
+    if getattr(generator, "architecture", None) == "stylegan3":
+        return [(f"layers.{i}", i + 1, layer.affine.weight.detach().float().cpu())
+                for i, layer in enumerate(generator.layers)
+                if i + 1 in chosen and (include_torgb or not layer.is_torgb)]
     layers: list[tuple[str, int, torch.nn.Module, bool]] = [("conv1", 0, generator.conv1, False),
                                                             ("to_rgb1", 1, generator.to_rgb1, True)]
     for j, to_rgb in enumerate(generator.to_rgbs):
         layers += [(f"convs.{2 * j}", 2 * j + 1, generator.convs[2 * j], False),
                    (f"convs.{2 * j + 1}", 2 * j + 2, generator.convs[2 * j + 1], False),
                    (f"to_rgbs.{j}", 2 * j + 3, to_rgb, True)]
-    chosen = set(int(r) for r in rows)
     return [(name, row, module.conv.modulation.weight.detach().float().cpu())
             for name, row, module, is_rgb in layers if row in chosen and (include_torgb or not is_rgb)]
 
@@ -59,6 +67,10 @@ def sefa_directions(generator: Generator, layers: Sequence[int] | None = None, k
     rows = parse_layers(layers, generator.num_ws) if layers is not None else list(range(generator.num_ws))
     weights = modulation_weights(generator, rows, include_torgb)
     if not weights:
+        if getattr(generator, "architecture", None) == "stylegan3":
+            raise InputError(f"W+ rows {format_layers(rows)} feed no styled convolution (row 0 drives only the "
+                             f"Fourier input's rotation and translation, row {generator.num_ws - 1} the ToRGB "
+                             f"layer); choose other layers, or add --include-torgb for the ToRGB row")
         raise InputError(f"W+ rows {format_layers(rows)} feed no styled convolution (only ToRGB layers); add "
                          f"--include-torgb or choose other layers")
     if not isinstance(k, int) or k < 1:
@@ -81,7 +93,7 @@ def ganspace_directions(generator: Generator, n: int = 10000, k: int = 10, seed:
     if not isinstance(n, int) or n < 2:
         raise InputError(f"GANSpace needs at least 2 samples, got {n!r}")
     device = next(generator.parameters()).device
-    z = torch.randn(n, generator.w_dim, generator=torch.Generator().manual_seed(seed))
+    z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
     w = torch.cat([generator.mapping(z[i:i + 4096].to(device)).double().cpu() for i in range(0, n, 4096)]).numpy()
     w -= w.mean(0)
     _, singular, right = np.linalg.svd(w, full_matrices=False)

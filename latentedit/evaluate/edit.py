@@ -184,7 +184,7 @@ def generated_sources(generator: Generator, classifier, attribute: str, n: int, 
     wording = "having" if present else "lacking"
     with tqdm(total=n, desc=f"sources {wording} {attribute}", unit="latent", disable=not progress, leave=False) as bar:
         while len(ids) < n and drawn < max_draws:
-            z = torch.randn(DRAW_BLOCK, generator.w_dim, generator=rng)
+            z = torch.randn(DRAW_BLOCK, generator.z_dim, generator=rng)
             for start in range(0, DRAW_BLOCK, batch_size):
                 if len(ids) >= n:
                     break

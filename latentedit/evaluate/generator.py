@@ -32,9 +32,30 @@ def sample_images(generator: Generator, count: int, seed: int = 0, batch_size: i
     rng = torch.Generator().manual_seed(seed)
     images = []
     for start in tqdm(range(0, count, batch_size), desc="sample generator", unit="batch", disable=not progress):
-        z = torch.randn(min(batch_size, count - start), generator.w_dim, generator=rng).to(device)
+        z = torch.randn(min(batch_size, count - start), generator.z_dim, generator=rng).to(device)
         images.append(generator.synthesis(generator.mapping(z), "const").clamp(-1, 1).cpu())
     return torch.cat(images)
+
+
+def initial_generator(generator: Generator, seed: int = 0):
+    """The same architecture with freshly initialised weights (``torch.manual_seed(seed)`` first): the
+    ceiling of :func:`evaluate_generator`.
+
+    StyleGAN3 (:class:`~latentedit.model.sg3.SG3Generator`): new parameters, but the buffers that training
+    never changes are taken from ``generator`` (the filters designed from the cutoffs, the Fourier input's
+    frequencies, phases and transform), and every ``magnitude_ema`` starts at 1, as NVIDIA's trainer starts.
+    """
+    torch.manual_seed(seed)  # the same architecture with the trainer's initial weights
+    if getattr(generator, "architecture", None) != "stylegan3":
+        return Generator(generator.config)
+    untrained = type(generator)(generator.config)
+    fixed = {name: buffer for name, buffer in generator.named_buffers()
+             if not name.endswith("magnitude_ema") and name != "w_avg" and name in dict(untrained.named_buffers())}
+    with torch.no_grad():
+        for name, buffer in untrained.named_buffers():
+            if name in fixed and buffer.shape == fixed[name].shape:
+                buffer.copy_(fixed[name].to(buffer))
+    return untrained
 
 
 def _as_float(pixels: np.ndarray) -> torch.Tensor:
@@ -47,8 +68,7 @@ def evaluate_generator(generator: Generator, count: int = 5000, seed: int = 0, c
     classifier = classifier if classifier is not None else load_classifier()
     names = list(toyfaces.ATTRIBUTE_NAMES)
     generated = sample_images(generator, count, seed, progress=progress)
-    torch.manual_seed(seed)  # the same architecture with the trainer's initial weights
-    untrained = Generator(generator.config).to(next(generator.parameters()).device).eval()
+    untrained = initial_generator(generator, seed).to(next(generator.parameters()).device).eval()
     initial = sample_images(untrained, count, seed, progress=progress)
 
     size = generator.size

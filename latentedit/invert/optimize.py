@@ -25,7 +25,8 @@ Decisions where the papers are silent, written down here:
   only and says so once. The projector's default MSE weight is 0 with a perceptual loss (as in the
   reference projectors) and 1 without one.
 - ``--noise optimize`` starts from the generator's stored noise maps (one copy per image), not from
-  fresh random maps, so a run is deterministic and directly comparable with ``--noise fixed``.
+  fresh random maps, so a run is deterministic and directly comparable with ``--noise fixed``. A
+  generator without noise inputs (StyleGAN3) optimises the latent only, with a note.
 - Batches: ``B`` images are optimised together; their per-image losses are summed, so every image gets
   exactly its own gradient (Adam is element-wise), and the latent noise of the projector comes from a
   per-image random stream seeded by ``(seed, image name)``. An image's result therefore does not depend
@@ -293,7 +294,9 @@ def invert(generator: Generator, targets: torch.Tensor, settings: InversionSetti
         shape = (batch, generator.num_ws, generator.w_dim) if settings.space == "w+" else (batch, generator.w_dim)
         latent = w_mean.expand(shape).clone().requires_grad_(True)
         stored_noise = [n.detach().to(device) for n in generator.noises.maps()]
-        optimise_noise = settings.noise == "optimize"
+        # A generator without noise inputs (StyleGAN3) has nothing to optimise there: --noise optimize then
+        # optimises the latent only and the result has no noise maps (``noise`` None, no _noise.npz).
+        optimise_noise = settings.noise == "optimize" and bool(stored_noise)
         if optimise_noise:
             noise_maps = [n.expand(batch, -1, -1, -1).clone().requires_grad_(True) for n in stored_noise]
         else:
@@ -676,6 +679,9 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
             perceptual = prepare_perceptual(settings, generator.size, context.device)
         if perceptual.notice and context.is_main:
             log(perceptual.notice)
+        if settings.noise == "optimize" and generator.num_layers == 0 and context.is_main:
+            log("note: this generator has no noise inputs (StyleGAN3); --noise optimize optimises the latent only "
+                "and writes no _noise.npz")
         recorded = settings.to_dict()
         recorded.update(perceptual=perceptual.kind, vgg_weights=None if settings.vgg_weights is None
                         else str(settings.vgg_weights))

@@ -397,7 +397,12 @@ class SG3Generator(nn.Module):
     Attributes: ``config`` (:class:`SG3Config`), ``size``, ``z_dim``, ``w_dim``, ``num_ws``, ``num_layers``
     (noise inputs: 0), ``w_avg [w_dim]`` (non-persistent, set by the loader), ``has_w_avg``, ``modulation``
     (``auto`` = ``scaled``, or ``grouped``: NVIDIA's arithmetic order; the two agree to ~1e-6),
-    ``cpu_micro_batch`` (kept for interface compatibility; StyleGAN3 always renders the batch at once).
+    ``cpu_micro_batch`` (on CPU, synthesis runs this many samples at a time; ``auto``, the default: 1; 0 or
+    None: the whole batch at once, NVIDIA's batch arithmetic). One at a time is the faster on CPU (W+ batch
+    of 4, one thread: forward 0.38 s instead of 0.47 s, forward + backward 1.0 s instead of 1.13 s) and makes
+    every sample's render independent of the batch it is in, bit for bit: the batch-wide style RMS and the
+    batched filters otherwise change the rounding (~1e-6), so that an edit at strength 0 or a re-render
+    with ``generate --latent`` would not reproduce an inversion's PNG exactly.
     ``noise_mode`` arguments are accepted and ignored.
     """
 
@@ -415,7 +420,7 @@ class SG3Generator(nn.Module):
         self.register_buffer("w_avg", torch.zeros(config.w_dim), persistent=False)
         self.has_w_avg = False
         self.modulation = "auto"
-        self.cpu_micro_batch: int | str = 0
+        self.cpu_micro_batch: int | str = "auto"
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -505,12 +510,22 @@ class SG3Generator(nn.Module):
     def synthesis(self, w: torch.Tensor, noise_mode=None, modulation: str | None = None) -> torch.Tensor:
         """W ``[N, w_dim]`` or W+ ``[N, num_ws, w_dim]`` -> image ``[N, img_channels, size, size]``.
 
-        ``noise_mode`` is ignored (no noise inputs). ``modulation`` overrides :attr:`modulation`.
+        ``noise_mode`` is ignored (no noise inputs). ``modulation`` overrides :attr:`modulation`. On CPU the
+        batch runs :attr:`cpu_micro_batch` samples at a time (default one: see the class docstring).
         """
         strategy = modulation or self.modulation
         if strategy not in SG3_MODULATIONS:
             raise ValueError(f"modulation must be one of {SG3_MODULATIONS}, got {strategy!r}")
         w_plus = self.broadcast_w(w)
+        micro = self.cpu_micro_batch
+        if micro == "auto":
+            micro = 1
+        if w_plus.device.type == "cpu" and micro and w_plus.shape[0] > micro:
+            return torch.cat([self._synthesis(w_plus[start:start + micro], strategy)
+                              for start in range(0, w_plus.shape[0], micro)])
+        return self._synthesis(w_plus, strategy)
+
+    def _synthesis(self, w_plus: torch.Tensor, strategy: str) -> torch.Tensor:
         x = self.input(w_plus[:, 0])
         for index, layer in enumerate(self.layers):
             x = layer(x, w_plus[:, index + 1], strategy)

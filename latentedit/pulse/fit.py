@@ -85,11 +85,16 @@ def fit_cache_path(digest: str, num_samples: int) -> Path:
 
 
 def mapping_digest(generator: Generator) -> str:
-    """sha256 (hex) of what the mapping network computes: its weights plus ``style_dim``, ``n_mlp``, ``lr_mlp``."""
+    """sha256 (hex) of what the mapping network computes: its weights plus ``style_dim``, ``n_mlp``, ``lr_mlp``
+    (StyleGAN3: ``architecture``, ``z_dim``, ``w_dim``, ``mapping_layers``, ``mapping_lr_mul``)."""
     config = generator.config
     digest = hashlib.sha256()
-    digest.update(json.dumps({"style_dim": config.style_dim, "n_mlp": config.n_mlp, "lr_mlp": config.lr_mlp},
-                             sort_keys=True).encode())
+    if getattr(generator, "architecture", None) == "stylegan3":
+        described = {"architecture": "stylegan3", "z_dim": config.z_dim, "w_dim": config.w_dim,
+                     "mapping_layers": config.mapping_layers, "mapping_lr_mul": config.mapping_lr_mul}
+    else:
+        described = {"style_dim": config.style_dim, "n_mlp": config.n_mlp, "lr_mlp": config.lr_mlp}
+    digest.update(json.dumps(described, sort_keys=True).encode())
     for name, tensor in generator.style.state_dict().items():
         array = tensor.detach().to("cpu", torch.float32).contiguous().numpy()
         digest.update(f"{name}:{list(array.shape)}".encode())
@@ -100,7 +105,8 @@ def mapping_digest(generator: Generator) -> str:
 @torch.no_grad()
 def compute_gaussian_fit(generator: Generator, num_samples: int = DEFAULT_FIT_SAMPLES, seed: int = FIT_SEED,
                          progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean, std)``, each float32 ``[w_dim]`` on CPU, of ``leaky_relu(mapping(z), 5)`` over ``num_samples`` z.
+    """``(mean, std)``, each float32 ``[w_dim]`` on CPU, of ``leaky_relu(mapping(z), 5)`` over ``num_samples`` z
+    (``[z_dim]`` each; StyleGAN2's z and w have the same size).
 
     z is drawn on the CPU from ``torch.Generator().manual_seed(seed)`` in blocks of :data:`FIT_BLOCK` rows
     (so every device sees the same samples), and mapped on the generator's device.
@@ -117,7 +123,7 @@ def compute_gaussian_fit(generator: Generator, num_samples: int = DEFAULT_FIT_SA
     with tqdm(total=num_samples, desc="PULSE Gaussian fit", unit="z", disable=not progress, leave=False) as bar:
         while count < num_samples:
             rows = min(FIT_BLOCK, num_samples - count)
-            z = torch.randn(rows, generator.w_dim, generator=rng).to(device)
+            z = torch.randn(rows, generator.z_dim, generator=rng).to(device)
             values = F.leaky_relu(generator.mapping(z), negative_slope=5.0).double().cpu()
             chunk_mean = values.mean(0)
             chunk_m2 = (values - chunk_mean).square().sum(0)

@@ -395,12 +395,44 @@ def parse_noise_layers(text: str | None, num_layers: int) -> tuple[int, ...]:
     return tuple(sorted(layers))
 
 
+def _check_noise_layer_syntax(value) -> None:
+    """InputError unless ``value`` (a ``bad_noise_layers`` option: None, text or indices) is well formed; the
+    indices are not range-checked (for generators without noise inputs, where no index exists)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        try:
+            for index in value:
+                int(index)
+        except (TypeError, ValueError):
+            raise InputError(f"bad noise layer list {value!r}: use 'last', 'none' or indices such as 7,8") from None
+        return
+    text = value.strip().lower()
+    if text in ("last", "none", ""):
+        return
+    for part in re.split(r"[,.]", text):
+        if not re.fullmatch(r"-?\d+", part.strip()):
+            raise InputError(f"bad noise layer list {text!r}: use 'last', 'none' or indices such as 7,8")
+
+
+#: What ``pulse`` says once for a generator without noise inputs (StyleGAN3).
+NO_NOISE_NOTE = ("note: this generator has no noise inputs (StyleGAN3): PULSE searches the W+ latent only, and "
+                 "--noise-type, --num-trainable-noise-layers and --bad-noise-layers have no effect")
+
+
+def noise_note(generator: Generator) -> str | None:
+    """:data:`NO_NOISE_NOTE` for a generator without noise inputs, else None."""
+    return NO_NOISE_NOTE if generator.num_layers == 0 else None
+
+
 @dataclasses.dataclass
 class PulseSettings:
     """Every PULSE option; the defaults are the official ones (SPEC §4).
 
     ``bad_noise_layers``: noise inputs forced to zero, as indices, or None for the official default
-    (the last one). ``fit_samples``: z samples of the Gaussian fit (1e6 in the original).
+    (the last one). ``fit_samples``: z samples of the Gaussian fit (1e6 in the original). For a generator
+    without noise inputs (StyleGAN3, ``num_layers`` 0) the three noise options select nothing: they are
+    only checked for form, the search runs over the W+ rows alone, and ``<name>_noise.npz`` holds no maps.
     """
 
     steps: int = 100
@@ -434,7 +466,11 @@ class PulseSettings:
             raise InputError(f"eps must be > 0, got {self.eps!r}")
         if self.noise_type not in NOISE_TYPES:
             raise InputError(f"unknown noise type {self.noise_type!r}; use one of {', '.join(NOISE_TYPES)}")
-        if not 0 <= self.num_trainable_noise_layers <= generator.num_layers:
+        if generator.num_layers == 0:
+            # No noise inputs (StyleGAN3): the noise options select nothing; only their form is checked.
+            if not self.num_trainable_noise_layers >= 0:
+                raise InputError(f"num_trainable_noise_layers must be >= 0, got {self.num_trainable_noise_layers}")
+        elif not 0 <= self.num_trainable_noise_layers <= generator.num_layers:
             raise InputError(f"num_trainable_noise_layers must be in [0, {generator.num_layers}] for this generator, "
                              f"got {self.num_trainable_noise_layers}")
         self.bad_layers(generator.num_layers)
@@ -444,7 +480,11 @@ class PulseSettings:
             raise InputError(f"the Gaussian fit needs at least 2 samples, got {self.fit_samples!r}")
 
     def bad_layers(self, num_layers: int) -> tuple[int, ...]:
-        """Resolved ``bad_noise_layers``: sorted indices in ``[0, num_layers)``."""
+        """Resolved ``bad_noise_layers``: sorted indices in ``[0, num_layers)``; always ``()`` for a generator
+        without noise inputs (``num_layers`` 0), once the option is well formed."""
+        if num_layers == 0:
+            _check_noise_layer_syntax(self.bad_noise_layers)
+            return ()
         if self.bad_noise_layers is None:
             return (num_layers - 1,)
         if isinstance(self.bad_noise_layers, str):
@@ -872,6 +912,9 @@ def pulse_to_folder(generator: Generator, reference_paths: Sequence[str | os.Pat
             tqdm.write(message, file=sys.stderr)
     names = result_names(reference_paths, duplicates)
     loaded = [load_reference(path, generator.size) for path in reference_paths]
+    note = noise_note(generator)
+    if note is not None:
+        log(note)
     if fit is None:
         fit = gaussian_fit(generator, settings.fit_samples, progress=progress)
     device = next(generator.parameters()).device
@@ -882,6 +925,8 @@ def pulse_to_folder(generator: Generator, reference_paths: Sequence[str | os.Pat
               "checkpoint": checkpoint_info or {}, "gaussian_fit": fit.to_dict(), "device": str(device),
               "generator": {"size": generator.size, "num_ws": generator.num_ws, "w_dim": generator.w_dim,
                             "num_layers": generator.num_layers}}
+    if note is not None:
+        common["resolved"]["noise_note"] = "the generator has no noise inputs; the noise options had no effect"
 
     jobs = [(r, k) for r in range(len(reference_paths)) for k in range(duplicates)]
     by_size: dict[int, list[tuple[int, int]]] = {}

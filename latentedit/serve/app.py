@@ -21,8 +21,10 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
 
 from latentedit.errors import LatentEditError  # noqa: E402
+from latentedit.image_files import open_image  # noqa: E402
 from latentedit.serve.engine import DirectionEdit, Engine, ServeConfig, painted_reference, safe_stem  # noqa: E402
 from latentedit.serve.jobs import Job, JobQueue  # noqa: E402
 from latentedit.serve.runs import RunFolders, plot_curves, read_metrics, summarize  # noqa: E402
@@ -402,8 +404,15 @@ class App:
             plot = plot_curves(summary)
         except Exception as error:
             return _html("error", _message(error)), None, None
-        return _html("ok", f"{name}: {summary.status_line()}"), plot, (str(summary.sample) if summary.sample
-                                                                       else None)
+        # The grid goes to the page as pixels, not as a path: Gradio refuses to serve files outside its working
+        # and temp folders, and a run folder (--runs /data/runs) usually is outside both.
+        sample = None
+        if summary.sample is not None:
+            try:
+                sample = np.asarray(open_image(summary.sample).convert("RGB"))
+            except Exception:  # a grid being replaced right now: the next refresh shows it
+                sample = None
+        return _html("ok", f"{name}: {summary.status_line()}"), plot, sample
 
     def on_training_list(self, name):
         runs = self.runs.list_runs()
@@ -586,7 +595,7 @@ class App:
                     with gr.Row():
                         plot = gr.Image(label="Losses (metrics.jsonl)", type="numpy", format="png",
                                         interactive=False, elem_id="training-plot")
-                        sample = gr.Image(label="Latest sample grid", type="filepath", interactive=False,
+                        sample = gr.Image(label="Latest sample grid", type="numpy", format="png", interactive=False,
                                           elem_id="training-sample", height=IMAGE_HEIGHT * 2 - 96,
                                           elem_classes=["le-pixels"])
                     timer = gr.Timer(TRAINING_REFRESH_S)
