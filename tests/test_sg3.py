@@ -11,12 +11,11 @@ from __future__ import annotations
 import collections
 import json
 import pickle
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import test_checkpoints as nvidia_fakes  # the stylegan2-ada tests' helpers and pickling fakes
 import torch
 from click.testing import CliRunner
 from latentedit.cli.main import cli
@@ -68,13 +67,7 @@ def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual - expected).abs().max().item()
 
 
-def assert_one_line_error(excinfo, path: Path | None, *fragments: str) -> None:
-    message = str(excinfo.value)
-    assert "\n" not in message
-    if path is not None:
-        assert str(path) in message
-    for fragment in fragments:
-        assert fragment in message, message
+assert_one_line_error = nvidia_fakes.assert_one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -215,40 +208,10 @@ def test_cli_info_and_generate_on_the_reference_snapshot(tmp_path):
 
 # --- networks written in NVIDIA's layout ----------------------------------------------------------------------------
 
-class FakePersistent:
-    """Pickles like an NVIDIA persistent_class instance: ``_reconstruct_persistent_obj(meta)``."""
+# The NVIDIA-layout pickling fakes are the stylegan2-ada tests' own (tests/test_checkpoints.py).
 
-    def __init__(self, class_name: str, state: dict, module_src: str):
-        self.meta = {"type": "class", "version": 6, "module_src": module_src, "class_name": class_name,
-                     "state": state}
-
-    def __reduce__(self):
-        return _reconstruct_persistent_obj, (self.meta,)
-
-
-def _reconstruct_persistent_obj(meta):  # only its name is used: it is what the pickle refers to
-    raise AssertionError("never called while pickling")
-
-
-class EasyDict(dict):
-    """Pickled as dnnlib.util.EasyDict."""
-
-
-@pytest.fixture
-def nvidia_modules(monkeypatch):
-    """Fake ``torch_utils.persistence`` / ``dnnlib.util`` modules so that pickle writes NVIDIA's global names."""
-    fakes = {"torch_utils": None, "torch_utils.persistence": _reconstruct_persistent_obj, "dnnlib": None,
-             "dnnlib.util": EasyDict}
-    for name, member in fakes.items():
-        module = types.ModuleType(name)
-        if member is not None:
-            member.__module__ = name
-            member.__qualname__ = member.__name__
-            setattr(module, member.__name__, member)
-        monkeypatch.setitem(sys.modules, name, module)
-    yield
-    _reconstruct_persistent_obj.__module__ = __name__
-    EasyDict.__module__ = __name__
+EasyDict, FakePersistent = nvidia_fakes.EasyDict, nvidia_fakes.FakePersistent
+nvidia_modules = nvidia_fakes.nvidia_modules  # the fixture, under its own name
 
 
 def symmetric_padding(in_size: int, out_size: int, kernel: int, up: int, down: int, up_taps: int,

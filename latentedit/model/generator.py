@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from latentedit.model.layers import (MODULATION_STRATEGIES, ConstantInput, EqualLinear, PixelNorm, StyledConv,
-                                     ToRGB)
+from latentedit.model.latents import LatentSpaceMixin
+from latentedit.model.layers import (
+    MODULATION_STRATEGIES,
+    ConstantInput,
+    EqualLinear,
+    PixelNorm,
+    StyledConv,
+    ToRGB,
+)
 
 NOISE_MODES = ("const", "random", "zero")
 
@@ -87,7 +94,7 @@ class GeneratorConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GeneratorConfig":
+    def from_dict(cls, data: dict) -> GeneratorConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         if "channels" in kwargs and kwargs["channels"] is not None:
@@ -126,7 +133,7 @@ class NoiseBuffers(nn.Module):
         return [getattr(self, f"noise_{i}") for i in range(self.num_layers)]
 
 
-class Generator(nn.Module):
+class Generator(LatentSpaceMixin, nn.Module):
     """StyleGAN2 generator (mapping + synthesis) with the rosinality state-dict layout.
 
     Attributes users rely on: ``size``, ``num_ws``, ``w_dim`` (= style_dim), ``num_layers`` (noise
@@ -186,59 +193,7 @@ class Generator(nn.Module):
     def num_layers(self) -> int:
         return self.config.num_layers
 
-    def set_w_avg(self, w_avg: torch.Tensor) -> None:
-        if tuple(w_avg.shape) != (self.w_dim,):
-            raise ValueError(f"w_avg must have shape [{self.w_dim}], got {tuple(w_avg.shape)}")
-        self.w_avg.copy_(w_avg.to(self.w_avg))
-        self.has_w_avg = True
-
-    @torch.no_grad()
-    def compute_w_avg(self, num_samples: int = 10000, seed: int = 0, chunk: int = 4096) -> torch.Tensor:
-        """Mean of ``mapping(z)`` over seeded N(0, 1) samples; used when a checkpoint stores none."""
-        generator = torch.Generator().manual_seed(seed)
-        total = torch.zeros(self.w_dim, dtype=torch.float64)
-        done = 0
-        while done < num_samples:
-            n = min(chunk, num_samples - done)
-            z = torch.randn(n, self.w_dim, generator=generator).to(self.w_avg.device)
-            total += self.mapping(z).double().sum(0).cpu()
-            done += n
-        return (total / num_samples).float()
-
-    def mean_w(self) -> torch.Tensor:
-        """The mean w ``[w_dim]`` (stored in the checkpoint, else computed once from 10,000 samples)."""
-        if not self.has_w_avg:
-            self.set_w_avg(self.compute_w_avg())
-        return self.w_avg
-
     # ----------------------------------------------------------------------------------------------
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """z ``[N, w_dim]`` -> w ``[N, w_dim]``."""
-        if z.ndim != 2 or z.shape[1] != self.w_dim:
-            raise ValueError(f"z must have shape [N, {self.w_dim}], got {tuple(z.shape)}")
-        return self.style(z)
-
-    def truncate(self, w: torch.Tensor, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
-        """``w_avg + psi * (w - w_avg)`` on every row of W ``[N, D]`` or W+ ``[N, num_ws, D]``
-        (with ``cutoff``, only on W+ rows ``< cutoff``; W is broadcast to W+ first)."""
-        if psi == 1.0:
-            return w
-        w_avg = self.mean_w()
-        if cutoff is None:
-            return torch.lerp(w_avg.to(w.dtype), w, psi)
-        w_plus = self.broadcast_w(w)
-        rows = torch.arange(self.num_ws, device=w.device)[None, :, None] < cutoff
-        return torch.where(rows, torch.lerp(w_avg.to(w.dtype), w_plus, psi), w_plus)
-
-    def broadcast_w(self, w: torch.Tensor) -> torch.Tensor:
-        """W ``[N, D]`` or W+ ``[N, num_ws, D]`` -> W+ ``[N, num_ws, D]``; raises ValueError on other shapes."""
-        if w.ndim == 2 and w.shape[1] == self.w_dim:
-            return w[:, None, :].expand(-1, self.num_ws, -1)
-        if w.ndim == 3 and w.shape[1:] == (self.num_ws, self.w_dim):
-            return w
-        raise ValueError(f"latent must be W [N, {self.w_dim}] or W+ [N, {self.num_ws}, {self.w_dim}] for this "
-                         f"generator, got {list(w.shape)}")
-
     def make_noise(self, mode: str | Sequence[torch.Tensor] | None, batch: int, device, dtype=torch.float32,
                    generator: torch.Generator | None = None) -> list[torch.Tensor | None]:
         """Noise inputs for :meth:`synthesis`: one tensor ``[1 or N, 1, r, r]`` per styled conv."""
