@@ -6,6 +6,10 @@ after building the model) is its own. Prints a markdown table and writes JSON.
 
     python benchmarks/generator.py                       # 64, 256, 1024 px; batch 1 and 4
     python benchmarks/generator.py --sizes 256 --batches 1 --repeats 2 --json out.json
+    python benchmarks/generator.py --sizes 64 --sg3 ../shared/refdata/sg3t64_small.pkl   # + StyleGAN3 rows
+
+``--sg3 PKL`` adds rows for a StyleGAN3 snapshot (its own size and weights; ``filtered_lrelu`` has only the native
+path, so those rows run once per modulation, under the ``native`` backend).
 """
 from __future__ import annotations
 
@@ -26,8 +30,13 @@ def _measure(task: dict) -> dict:
     from latentedit.model import Generator, GeneratorConfig
 
     torch.manual_seed(0)
-    generator = Generator(GeneratorConfig(size=task["size"], style_dim=512, n_mlp=8)).eval().requires_grad_(False)
-    w_plus = torch.randn(task["batch"], generator.num_ws, 512)
+    if task.get("ckpt"):  # a StyleGAN3 (or any) checkpoint, as loaded by every command
+        from latentedit.checkpoints import load_generator
+
+        generator = load_generator(task["ckpt"])[0].eval().requires_grad_(False)
+    else:
+        generator = Generator(GeneratorConfig(size=task["size"], style_dim=512, n_mlp=8)).eval().requires_grad_(False)
+    w_plus = torch.randn(task["batch"], generator.num_ws, generator.w_dim)
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def forward():
@@ -53,6 +62,8 @@ def _measure(task: dict) -> dict:
     results["peak_extra_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kb) / 1024
     results["output_checksum"] = float(reference.double().abs().mean())
     results["output"] = reference[:1, :, :8, :8].flatten().tolist()
+    results["architecture"] = "stylegan3" if generator.num_layers == 0 else "stylegan2"
+    results["size"] = generator.size
     return {**task, **results}
 
 
@@ -68,29 +79,36 @@ def _compiled_available() -> bool:
         return False
 
 
-def run(sizes, batches, backends, modulations, repeats) -> list[dict]:
+def run(sizes, batches, backends, modulations, repeats, sg3=None) -> list[dict]:
     tasks = [dict(size=s, batch=b, backend=be, modulation=m, repeats=repeats)
              for s in sizes for b in batches for be in backends for m in modulations]
+    if sg3:
+        tasks += [dict(size=0, batch=b, backend="native", modulation=m, repeats=repeats, ckpt=str(sg3))
+                  for b in batches for m in modulations]
     context = multiprocessing.get_context("spawn")
     rows = []
     for task in tasks:
         with context.Pool(1) as pool:
             row = pool.apply(_measure, (task,))
         rows.append(row)
-        print(f"  {row['size']:>4} px  batch {row['batch']}  {row['backend']:<8} {row['modulation']:<8} "
+        print(f"  {row['architecture']:<9} {row['size']:>4} px  batch {row['batch']}  {row['backend']:<8} "
+              f"{row['modulation']:<8} "
               f"fwd {row['forward_s'] * 1e3 / row['batch']:8.1f} ms/img  "
               f"fwd+bwd {row['forward_backward_s'] * 1e3 / row['batch']:8.1f} ms/img", flush=True)
     # Ratios against the native path with the same size, batch and modulation, measured in this run.
     for row in rows:
         base = next((r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"]
+                     and r["architecture"] == row["architecture"]
                      and r["backend"] == "native" and r["modulation"] == row["modulation"]), None)
         row["fwd_bwd_speedup_vs_native"] = (base["forward_backward_s"] / row["forward_backward_s"]
                                             if base else float("nan"))
         single = [r for r in rows if r["size"] == row["size"] and r["batch"] == 1
+                  and r["architecture"] == row["architecture"]
                   and r["backend"] == row["backend"] and r["modulation"] == row["modulation"]]
         if single:
             row["batch_cost_vs_batch1"] = row["forward_backward_s"] / single[0]["forward_backward_s"]
-        same = [r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"]]
+        same = [r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"]
+                and r["architecture"] == row["architecture"]]
         row["max_output_diff_vs_others"] = max(
             max(abs(a - b) for a, b in zip(row["output"], r["output"])) for r in same)
     if rows:
@@ -100,10 +118,11 @@ def run(sizes, batches, backends, modulations, repeats) -> list[dict]:
 
 
 def table(rows) -> str:
-    lines = ["| size | batch | ops | modulation | fwd ms/img | fwd+bwd ms/img | vs native | batch cost (×b1) | peak extra MB |",
-             "|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+    header = ("| generator | size | batch | ops | modulation | fwd ms/img | fwd+bwd ms/img | vs native | batch cost (×b1) "
+              "| peak extra MB |")
+    lines = [header, "|---|---:|---:|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | {r['modulation']} | "
+        lines.append(f"| {r['architecture']} | {r['size']} | {r['batch']} | {r['backend']} | {r['modulation']} | "
                      f"{r['forward_s'] * 1e3 / r['batch']:.1f} | {r['forward_backward_s'] * 1e3 / r['batch']:.1f} | "
                      f"{r['fwd_bwd_speedup_vs_native']:.2f}× | {r.get('batch_cost_vs_batch1', float('nan')):.2f} | "
                      f"{r['peak_extra_mb']:.0f} |")
@@ -119,6 +138,7 @@ def main(argv=None) -> None:
                         help="'auto' is 'scaled' on CPU (see latentedit.model.layers.auto_strategy)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default="benchmarks/results/generator.json")
+    parser.add_argument("--sg3", default=None, help="a StyleGAN3 snapshot (.pkl or converted .safetensors) to add rows for")
     args = parser.parse_args(argv)
     # "auto" is the default path: per op, whichever of native and compiled measured faster at first use.
     backends = args.backends or (["native", "compiled", "auto"] if _compiled_available() else ["native"])
@@ -127,7 +147,7 @@ def main(argv=None) -> None:
     from latentedit.io import write_json
 
     print(f"generator benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
-    rows = run(args.sizes, args.batches, backends, args.modulations, args.repeats)
+    rows = run(args.sizes, args.batches, backends, args.modulations, args.repeats, sg3=args.sg3)
     print()
     print(table(rows))
     for r in rows:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -535,3 +536,18 @@ def test_only_plain_numeric_numpy_arrays_are_rebuilt(tmp_path, payload):
     assert_one_line_error(excinfo, path, "not a readable checkpoint pickle")
     plain = write_pickle(tmp_path / "plain.pkl", {"size": np.asarray([36, 52], dtype=np.int64)})
     assert np.array_equal(load_restricted_pickle(plain)["size"], [36, 52])
+
+
+@needs_refdata
+def test_generator_benchmark_has_stylegan3_rows(monkeypatch):
+    import importlib
+
+    # Its measurements run in spawned processes, which import the benchmark by module name.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.delitem(sys.modules, "generator", raising=False)
+    benchmark = importlib.import_module("generator")
+    rows = benchmark.run([], [1, 2], ["native"], ["scaled"], repeats=1, sg3=SG3_PKL)
+    assert [(r["architecture"], r["size"], r["batch"]) for r in rows] == [("stylegan3", 64, 1), ("stylegan3", 64, 2)]
+    assert all(r["forward_backward_s"] > 0 for r in rows)
+    assert rows[1]["batch_cost_vs_batch1"] > 0
+    assert "| stylegan3 | 64 | 2 | native | scaled |" in benchmark.table(rows)
