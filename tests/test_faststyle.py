@@ -301,3 +301,31 @@ def test_evaluate_stargan_on_categories_at_twice_the_size(trained, tmp_path):
     record = result["attributes"]["Blond_Hair"]["record"]
     assert 0 <= record["success_rate"] <= 1 and record["seconds_per_image"] > 0
     assert (tmp_path / "eval" / "stargan_eval.md").exists()
+
+
+def test_comparison_table_reads_the_evaluations(tmp_path):
+    """benchmarks/faststyle_vs_stargan.py turns evaluate stargan's JSONs into the docs' table, or names what is missing."""
+    import importlib.util
+    import json as json_module
+
+    spec = importlib.util.spec_from_file_location("faststyle_vs_stargan",
+                                                  Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "faststyle_vs_stargan.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    record = {"success_rate": 0.5, "side_effect_mean": 0.1, "psnr_to_truth_db": 20.0, "seconds_per_image": 0.006}
+    for model, _ in table.MODELS:
+        for size in table.SIZES:
+            folder = tmp_path / model / size
+            folder.mkdir(parents=True)
+            success = 0.9 if model == "cmp_stargan64" else 0.5
+            (folder / "stargan_eval.json").write_text(json_module.dumps({"attributes": {
+                "Blond_Hair": {"record": {**record, "success_rate": success}}, "Male": {"record": record}}}))
+    summary, markdown = table.summarize(tmp_path, 3000)
+    assert summary["runs"]["cmp_stargan64"]["64"]["success_mean"] == pytest.approx(0.7)
+    assert "| StarGAN nets, 3000 iters | 64 px | 70.0 % | 10.0 % | 20.00 dB | 6.0 |" in markdown
+    assert "| model | size | Blond_Hair | Male |" in markdown
+    (tmp_path / "cmp_faststyle64" / "128" / "stargan_eval.json").unlink()
+    assert table.main([str(tmp_path), "--iterations", "3000", "--json", str(tmp_path / "t.json"),
+                       "--markdown", str(tmp_path / "t.md")]) == 2
+    assert not (tmp_path / "t.json").exists()
