@@ -14,7 +14,10 @@
   ======================  ==========  ==========
   ``upfirdn2d``           native      compiled
   ``fused_leaky_relu``    compiled    compiled
+  ``filtered_lrelu``      compiled*   native
   ======================  ==========  ==========
+
+  (* for separable or no filters; a full 2-D filter, StyleGAN3-R's radial ones, runs native.)
 
   Other device types always use native. Where the rule says compiled, the kernels are built (or
   loaded from the cache) on first use; if the build fails, one :class:`OpsFallbackWarning` names the
@@ -60,8 +63,14 @@ _KERNEL_DTYPES = {
     "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
 }
 
-OPS = ("upfirdn2d", "fused_leaky_relu")
+OPS = ("upfirdn2d", "fused_leaky_relu", "filtered_lrelu")
 DEVICE_TYPES = ("cpu", "cuda")
+
+# filtered_lrelu (StyleGAN3): on CPU auto uses the C++ kernel for separable filters only -- it ran 1.4-3.3x
+# native there, but 0.2-0.6x native with StyleGAN3-R's full 2-D (radial) filters, which PyTorch's depthwise
+# convolution handles better (docs/ops.md). CUDA stays native under auto until the CUDA path has been compared
+# and timed on a GPU (LATENTEDIT_OPS=compiled runs it).
+AUTO_FILTERED_LRELU_CPU = True
 
 #: ``auto``'s fixed rule: ``(op, device type) -> True`` when it uses the compiled kernels (see the
 #: module docstring for the measurements). Pairs not listed use native.
@@ -70,6 +79,8 @@ AUTO_RULE: dict[tuple[str, str], bool] = {
     ("fused_leaky_relu", "cpu"): True,
     ("upfirdn2d", "cuda"): True,
     ("fused_leaky_relu", "cuda"): True,
+    ("filtered_lrelu", "cpu"): AUTO_FILTERED_LRELU_CPU,
+    ("filtered_lrelu", "cuda"): False,
 }
 
 _lock = threading.RLock()
@@ -153,6 +164,22 @@ def fused_leaky_relu_module(x: torch.Tensor, bias: torch.Tensor | None, negative
     return compiled_module(x.device, choice)
 
 
+def filtered_lrelu_module(x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None,
+                          bias: torch.Tensor | None, backend: str | None = None) -> ModuleType | None:
+    """The compiled extension :func:`latentedit.ops.filtered_lrelu` should call for these inputs, or None
+    for the native path (see the module docstring for the rules; under 'auto' a full 2-D filter ``[Ky, Kx]``
+    also means native)."""
+    choice = requested(backend)
+    if choice == "native" or not kernel_supports(x) or (bias is not None and bias.device != x.device):
+        return None
+    if choice == "auto":
+        if not _auto_prefers_compiled("filtered_lrelu", x.device):
+            return None
+        if any(f is not None and f.ndim == 2 for f in (fu, fd)):
+            return None
+    return compiled_module(x.device, choice)
+
+
 def auto_uses_compiled(op: str, device_type: str) -> bool:
     """Whether :data:`AUTO_RULE` sends ``op`` on ``device_type`` ('cpu', 'cuda', ...) to the compiled
     kernels (before any build failure is taken into account)."""
@@ -201,7 +228,9 @@ def representative_call(op: str, device: torch.device, module: ModuleType | None
     """A zero-argument function running ``op`` once on its representative input (in ``dtype``), with the
     compiled ``module`` or, when ``module`` is None, the native path: ``upfirdn2d`` on ``[2, 64, 32, 32]``
     with the StyleGAN2 4x4 blur filter, up=2, pad=(2, 1); ``fused_leaky_relu`` on ``[2, 128, 32, 32]``
-    with a bias."""
+    with a bias; ``filtered_lrelu`` on ``[1, 256, 36, 36]`` (a StyleGAN3-T layer after its convolution)
+    with 12-tap separable up and down filters, up=2, down=2, padding 11/10, bias and clamp 256."""
+    from latentedit.ops.filtered_lrelu import filtered_lrelu_compiled, filtered_lrelu_native
     from latentedit.ops.fused_act import fused_leaky_relu_compiled, fused_leaky_relu_native
     from latentedit.ops.upfirdn2d import upfirdn2d_compiled, upfirdn2d_native
 
@@ -219,6 +248,15 @@ def representative_call(op: str, device: torch.device, module: ModuleType | None
         if module is None:
             return lambda: fused_leaky_relu_native(x, bias)
         return lambda: fused_leaky_relu_compiled(x, bias, module=module)
+    if op == "filtered_lrelu":
+        x = torch.randn([1, 256, 36, 36], generator=generator).to(device=device, dtype=dtype)
+        bias = torch.randn([256], generator=generator).to(device=device, dtype=dtype)
+        taps = torch.kaiser_window(12, periodic=False, dtype=torch.float64)
+        f = (taps / taps.sum()).to(device=device, dtype=dtype)
+        args = (x, f, f, bias, 2, 2, (11, 10, 11, 10))
+        if module is None:
+            return lambda: filtered_lrelu_native(*args, clamp=256.0)
+        return lambda: filtered_lrelu_compiled(*args, clamp=256.0, module=module)
     raise ValueError(f"unknown op {op!r}")
 
 

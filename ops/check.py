@@ -3,7 +3,8 @@
 :func:`check_ops` is what ``latentedit ops check`` prints. Errors are measured on a few fixed cases
 per op (upfirdn2d: 2x upsampling pad (2, 1), blur pad (1, 1), 2x downsampling pad (1, 1) and an
 odd case with a non-square filter, negative padding and up=3, down=2; fused_leaky_relu: alpha 0.2
-and 0.3), forward values and the gradient w.r.t. ``x`` (and the bias), in the checked dtype.
+and 0.3; filtered_lrelu: StyleGAN3-T's separable 2x up / 2x down with clamp, a radial 2-D down filter,
+and ToRGB's bias-and-clamp only), forward values and the gradient w.r.t. ``x`` (and the bias), in the checked dtype.
 Timings use the representative inputs of :func:`latentedit.ops.backend.representative_call`. They are
 a benchmark: ``auto`` does not time anything, it follows the fixed rule
 :data:`latentedit.ops.backend.AUTO_RULE`, which the ``auto`` column shows.
@@ -14,10 +15,11 @@ import torch
 
 from latentedit.errors import OpsBuildError
 from latentedit.ops import _build, backend
+from latentedit.ops.filtered_lrelu import filtered_lrelu_compiled, filtered_lrelu_native
 from latentedit.ops.fused_act import fused_leaky_relu_compiled, fused_leaky_relu_native
 from latentedit.ops.upfirdn2d import upfirdn2d_compiled, upfirdn2d_native
 
-OPS = ("upfirdn2d", "fused_leaky_relu")
+OPS = ("upfirdn2d", "fused_leaky_relu", "filtered_lrelu")
 
 # (x shape, filter shape, up, down, pad)
 _UPFIRDN_CASES = (
@@ -31,6 +33,13 @@ _LRELU_CASES = (
     ((2, 16, 8, 8), 0.2, 2 ** 0.5, True),
     ((4, 32), 0.3, 1.7, True),
     ((2, 16, 8, 8), 0.2, 2 ** 0.5, False),
+)
+
+# (x shape, up filter shape or None, down filter shape or None, up, down, padding, gain, slope, clamp)
+_FLRELU_CASES = (
+    ((2, 8, 12, 12), (12,), (12,), 2, 2, (11, 10, 11, 10), 2 ** 0.5, 0.2, 256.0),
+    ((1, 6, 11, 11), (12,), (9, 9), 2, 2, (8, 8, 8, 8), 2 ** 0.5, 0.2, 0.5),
+    ((2, 3, 9, 9), None, None, 1, 1, 0, 1.0, 1.0, 0.3),
 )
 
 
@@ -79,6 +88,32 @@ def _fused_leaky_relu_errors(module, device: torch.device, dtype: torch.dtype) -
         for native_grad, compiled_grad in zip(results[0][1], results[1][1]):
             grad_error = max(grad_error, _max_abs(native_grad, compiled_grad))
     return forward_error, grad_error
+
+
+def _filtered_lrelu_errors(module, device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
+    generator = torch.Generator().manual_seed(3)
+    forward_error = grad_error = 0.0
+    for shape, fu_shape, fd_shape, up, down, padding, gain, slope, clamp in _FLRELU_CASES:
+        x = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+        b = torch.randn(shape[1], generator=generator).to(device=device, dtype=dtype)
+        # Positive filters of unit sum, like StyleGAN3's low-pass filters: outputs of the inputs' scale.
+        fu, fd = (None if s is None else (lambda f: f / f.sum())(torch.rand(s, generator=generator) + 0.1)
+                  .to(device=device, dtype=dtype) for s in (fu_shape, fd_shape))
+        results = []
+        for run in (filtered_lrelu_native,
+                    lambda *args, **kw: filtered_lrelu_compiled(*args, **kw, module=module)):
+            xg, bg = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
+            y = run(xg, fu, fd, bg, up, down, padding, gain=gain, slope=slope, clamp=clamp)
+            grads = torch.autograd.grad(y, [xg, bg], torch.ones_like(y).cumsum(-1).sin())
+            results.append((y.detach(), grads))
+        forward_error = max(forward_error, _max_abs(results[0][0], results[1][0]))
+        for native_grad, compiled_grad in zip(results[0][1], results[1][1]):
+            grad_error = max(grad_error, _max_abs(native_grad, compiled_grad))
+    return forward_error, grad_error
+
+
+_ERRORS = {"upfirdn2d": _upfirdn2d_errors, "fused_leaky_relu": _fused_leaky_relu_errors,
+           "filtered_lrelu": _filtered_lrelu_errors}
 
 
 def _default_devices() -> list[torch.device]:
@@ -141,8 +176,7 @@ def check_ops(device: str | torch.device | None = None, dtype: torch.dtype = tor
                    "max_error_forward": None, "max_error_grad": None, "ms_per_call": None,
                    "speed_vs_native": None, "auto_uses": False, "note": reason}
             if module is not None:
-                errors = _upfirdn2d_errors if op == "upfirdn2d" else _fused_leaky_relu_errors
-                row["max_error_forward"], row["max_error_grad"] = errors(module, dev, dtype)
+                row["max_error_forward"], row["max_error_grad"] = _ERRORS[op](module, dev, dtype)
                 with torch.no_grad():
                     compiled_ms = backend.time_call(backend.representative_call(op, dev, module, dtype), dev, repeats)
                 row["ms_per_call"] = compiled_ms

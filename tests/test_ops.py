@@ -23,6 +23,8 @@ from torch.autograd import gradcheck, gradgradcheck
 from latentedit.errors import InputError, OpsBuildError
 from latentedit.ops import FusedLeakyReLU, _build, backend, fused_leaky_relu, fused_leaky_relu_native, upfirdn2d
 from latentedit.ops import upfirdn2d_native
+from latentedit.ops.filtered_lrelu import filtered_lrelu, filtered_lrelu_compiled, filtered_lrelu_native
+from latentedit.ops.filtered_lrelu import filtered_lrelu_output_size
 from latentedit.ops.fused_act import fused_leaky_relu_compiled
 from latentedit.ops.upfirdn2d import output_size, upfirdn2d_compiled
 
@@ -226,6 +228,120 @@ def test_compiled_fused_leaky_relu_bias_keeps_its_dtype(cpu_ops):
 
 # --- backend dispatch ----------------------------------------------------------------------------
 
+# --- filtered_lrelu (StyleGAN3): compiled CPU kernel against native ------------------------------------------------
+
+def _filter(kind: int, generator: torch.Generator) -> torch.Tensor | None:
+    """None, a separable [K] or a full [Ky, Kx] filter (kind 0, 1, 2)."""
+    if kind == 0:
+        return None
+    if kind == 1:
+        return torch.randn(int(torch.randint(1, 9, (1,), generator=generator)), generator=generator,
+                           dtype=torch.float64)
+    ky, kx = (int(v) for v in torch.randint(1, 6, (2,), generator=generator))
+    return torch.randn(ky, kx, generator=generator, dtype=torch.float64)
+
+
+flrelu_cases = st.tuples(
+    st.integers(1, 2), st.integers(1, 4),  # batch, channels
+    st.integers(2, 10), st.integers(2, 10),  # height, width
+    st.integers(1, 3), st.integers(1, 3),  # up, down
+    st.integers(0, 2), st.integers(0, 2),  # up / down filter kind
+    st.tuples(st.integers(-1, 5), st.integers(-1, 5), st.integers(-1, 5), st.integers(-1, 5)),
+    st.sampled_from([(0.2, None), (0.2, 0.5), (1.0, 0.3), (0.0, None)]),  # slope, clamp
+    st.booleans(),  # bias
+    st.integers(0, 2 ** 31 - 1),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=flrelu_cases)
+def test_compiled_filtered_lrelu_agrees_with_native_to_the_second_order(cpu_ops, case):
+    n, c, h, w, up, down, fu_kind, fd_kind, padding, (slope, clamp), with_bias, seed = case
+    generator = torch.Generator().manual_seed(seed)
+    fu, fd = _filter(fu_kind, generator), _filter(fd_kind, generator)
+    height, width = filtered_lrelu_output_size((h, w), fu, fd, up, down, padding)
+    assume(height >= 1 and width >= 1)
+    x = torch.randn([n, c, h, w], generator=generator, dtype=torch.float64)
+    b = torch.randn([c], generator=generator, dtype=torch.float64) if with_bias else None
+    dy = torch.randn([n, c, height, width], generator=generator, dtype=torch.float64)
+    v = torch.randn([n, c, h, w], generator=generator, dtype=torch.float64)
+    results = []
+    for run in (filtered_lrelu_native, lambda *a, **k: filtered_lrelu_compiled(*a, **k, module=cpu_ops)):
+        xg = x.clone().requires_grad_(True)
+        bg = b.clone().requires_grad_(True) if with_bias else None
+        dyg = dy.clone().requires_grad_(True)
+        y = run(xg, fu, fd, bg, up, down, padding, gain=1.3, slope=slope, clamp=clamp)
+        inputs = [xg] + ([bg] if with_bias else [])
+        grads = torch.autograd.grad(y, inputs, dyg, create_graph=True)
+        # Second order: d/d(dy) of <dL/dx, v> (the gradient's own backward).
+        (second,) = torch.autograd.grad((grads[0] * v).sum(), dyg)
+        results.append([y.detach(), *(g.detach() for g in grads), second])
+    for compiled, native in zip(results[1], results[0]):
+        assert compiled.shape == native.shape
+        torch.testing.assert_close(compiled, native, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("fu_shape, fd_shape, up, down, padding, clamp", [
+    ((6,), (4,), 2, 2, [2, 3, 3, 2], 2.0),
+    ((5,), (3, 3), 2, 2, [3, 2, 2, 3], None),
+    (None, None, 1, 1, 0, 0.8),
+])
+def test_compiled_filtered_lrelu_gradcheck_and_gradgradcheck(cpu_ops, fu_shape, fd_shape, up, down, padding, clamp):
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 2, 5, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, generator=generator, dtype=torch.float64, requires_grad=True)
+    fu, fd = (None if s is None else torch.rand(s, generator=generator, dtype=torch.float64) for s in (fu_shape,
+                                                                                                       fd_shape))
+
+    def op(t, bias):
+        return filtered_lrelu_compiled(t, fu, fd, bias, up, down, padding, clamp=clamp, module=cpu_ops)
+
+    assert gradcheck(op, (x, b))
+    assert gradgradcheck(op, (x, b))
+
+
+def test_compiled_filtered_lrelu_float32_and_thread_count_independent(cpu_ops):
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 37, 20, 20, generator=generator)
+    b = torch.randn(37, generator=generator)
+    taps = torch.kaiser_window(12, periodic=False)
+    f = taps / taps.sum()
+    args = (x, f, f, b, 2, 2, (11, 10, 11, 10))
+    expected = filtered_lrelu_native(*args, clamp=256.0)
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            outputs.append(filtered_lrelu_compiled(*args, clamp=256.0, module=cpu_ops))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outputs[0], outputs[1])  # each plane is done by one thread, in a fixed order
+    torch.testing.assert_close(outputs[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_filtered_lrelu_dispatch(cpu_ops, fresh_backend, monkeypatch):
+    monkeypatch.delenv("LATENTEDIT_OPS", raising=False)
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    f1, f2 = torch.rand(4), torch.rand(3, 3)
+
+    def kind(fu, fd, **kwargs):
+        return type(filtered_lrelu(x, fu, fd, None, 2, 2, 3, **kwargs).grad_fn).__name__
+
+    compiled = "_FilteredLReLUCompiledBackward"
+    assert kind(f1, f1) == compiled  # auto on CPU: separable filters take the C++ kernel
+    assert kind(None, None) == compiled
+    assert kind(f1, f2) != compiled  # a full 2-D (radial) filter: native, faster there
+    assert kind(f1, f2, backend="compiled") == compiled
+    assert kind(f1, f1, backend="native") != compiled
+    half = torch.randn(1, 2, 6, 6).to(torch.bfloat16)  # the CPU kernel takes float32/64 only
+    torch.testing.assert_close(filtered_lrelu(half, f1, f1, None, 2, 2, 3, backend="compiled"),
+                               filtered_lrelu_native(half, f1, f1, None, 2, 2, 3))
+    with torch.no_grad():  # no gradient wanted: the forward records no mask
+        y = filtered_lrelu(x, f1, f1, None, 2, 2, 3)
+    assert y.grad_fn is None
+
+
 def test_invalid_backend_name_is_a_user_error(monkeypatch):
     monkeypatch.setenv("LATENTEDIT_OPS", "fastest")
     with pytest.raises(InputError, match="LATENTEDIT_OPS"):
@@ -282,7 +398,8 @@ def test_auto_follows_the_fixed_rule_and_times_nothing(cpu_ops, fresh_backend, m
         assert type(up.grad_fn).__name__ != "_UpFirDn2dCompiledBackward"
         assert type(act.grad_fn).__name__ == "_FusedLeakyReLUCompiledBackward"
     assert backend.AUTO_RULE == {("upfirdn2d", "cpu"): False, ("fused_leaky_relu", "cpu"): True,
-                                 ("upfirdn2d", "cuda"): True, ("fused_leaky_relu", "cuda"): True}
+                                 ("upfirdn2d", "cuda"): True, ("fused_leaky_relu", "cuda"): True,
+                                 ("filtered_lrelu", "cpu"): True, ("filtered_lrelu", "cuda"): False}
     assert not backend.auto_uses_compiled("upfirdn2d", "mps")
 
 
@@ -309,11 +426,13 @@ def test_describe_reports_the_rule_per_device_type_without_building(fresh_backen
     monkeypatch.delenv("LATENTEDIT_OPS", raising=False)
     assert backend.describe() == {"LATENTEDIT_OPS": "auto",
                                   "upfirdn2d": {"cpu": "native", "cuda": "compiled"},
-                                  "fused_leaky_relu": {"cpu": "compiled", "cuda": "compiled"}}
+                                  "fused_leaky_relu": {"cpu": "compiled", "cuda": "compiled"},
+                                  "filtered_lrelu": {"cpu": "compiled", "cuda": "native"}}
     for choice in ("native", "compiled"):
         monkeypatch.setenv("LATENTEDIT_OPS", choice.upper())
         expected = {device_type: choice for device_type in ("cpu", "cuda")}
-        assert backend.describe() == {"LATENTEDIT_OPS": choice, "upfirdn2d": expected, "fused_leaky_relu": expected}
+        assert backend.describe() == {"LATENTEDIT_OPS": choice, "upfirdn2d": expected, "fused_leaky_relu": expected,
+                                      "filtered_lrelu": expected}
     assert backend.resolve("upfirdn2d", "mps", "compiled") == "native"
     monkeypatch.setenv("LATENTEDIT_OPS", "fastest")
     report = backend.describe()
@@ -407,7 +526,7 @@ def test_check_ops_reports_small_errors_for_the_compiled_cpu_kernels(cpu_ops, fr
 
     rows = check_ops(device="cpu", repeats=1)
     compiled = {row["op"]: row for row in rows if row["backend"] == "compiled"}
-    assert set(compiled) == {"upfirdn2d", "fused_leaky_relu"}
+    assert set(compiled) == {"upfirdn2d", "fused_leaky_relu", "filtered_lrelu"}
     for row in compiled.values():
         assert row["built"] and row["max_error_forward"] < 1e-4 and row["max_error_grad"] < 1e-4
         assert row["ms_per_call"] > 0 and row["speed_vs_native"] > 0
@@ -423,7 +542,7 @@ def test_ops_check_cli_prints_the_table_and_rejects_a_bad_device(cpu_ops, fresh_
     header = result.output.splitlines()[0].split()
     assert header[:4] == ["op", "backend", "device", "built"]
     compiled_lines = [line.split() for line in result.output.splitlines() if " compiled " in line]
-    assert len(compiled_lines) == 2 and all(line[3] == "yes" for line in compiled_lines)
+    assert len(compiled_lines) == 3 and all(line[3] == "yes" for line in compiled_lines)
     bad = CliRunner().invoke(cli, ["ops", "check", "--device", "nonsense"])
     assert bad.exit_code == 2 and "error: device 'nonsense'" in bad.output
 

@@ -8,6 +8,7 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from latentedit.ops import _build, backend
+from latentedit.ops.filtered_lrelu import filtered_lrelu_compiled, filtered_lrelu_native
 from latentedit.ops.fused_act import fused_leaky_relu_compiled, fused_leaky_relu_native
 from latentedit.ops.upfirdn2d import upfirdn2d_compiled, upfirdn2d_native
 
@@ -33,7 +34,7 @@ def cuda_ops(tmp_path_factory):
 
 
 def test_cuda_sources_compile_and_link_with_nvcc(cuda_ops):
-    assert {"upfirdn2d", "fused_leaky_relu", "fused_leaky_relu_grad"} <= set(dir(cuda_ops))
+    assert {"upfirdn2d", "fused_leaky_relu", "fused_leaky_relu_grad", "filtered_lrelu"} <= set(dir(cuda_ops))
     directory = _build.build_dir(_build.CUDA_SPEC)
     record = (directory / _build.COMPLETE_MARKER).read_text()
     assert "cuda_arch_list" in record and "nvcc" in record
@@ -101,3 +102,45 @@ def test_cuda_fused_leaky_relu_gradcheck_and_gradgradcheck(cuda_ops):
 
     assert gradcheck(op, (x, bias))
     assert gradgradcheck(op, (x, bias))
+
+
+# (x shape, up filter shape, down filter shape, up, down, padding, slope, clamp)
+FLRELU_CASES = [
+    ((2, 3, 12, 12), (12,), (12,), 2, 2, (11, 10, 11, 10), 0.2, 256.0),
+    ((1, 4, 9, 11), (6,), (5, 5), 2, 2, (4, 5, 3, 6), 0.2, 0.5),
+    ((2, 2, 7, 7), None, (4,), 1, 2, (1, 2, 2, 1), 0.0, None),
+    ((1, 3, 8, 6), (3, 2), None, 3, 1, (-1, 2, 3, -2), 1.0, 0.3),
+]
+
+
+@gpu
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 1e-5),
+                                               (torch.float16, 2e-2), (torch.bfloat16, 1e-1)])
+@pytest.mark.parametrize("shape, fu_shape, fd_shape, up, down, padding, slope, clamp", FLRELU_CASES)
+def test_cuda_filtered_lrelu_agrees_with_native(cuda_ops, dtype, tolerance, shape, fu_shape, fd_shape, up, down,
+                                                padding, slope, clamp):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    b = torch.randn(shape[1], generator=generator, dtype=torch.float64)
+    fu, fd = (None if s is None else (lambda f: f / f.sum())(torch.rand(s, generator=generator, dtype=torch.float64)
+                                                             + 0.1) for s in (fu_shape, fd_shape))
+    expected = filtered_lrelu_native(x, fu, fd, b, up, down, padding, slope=slope, clamp=clamp)
+    result = filtered_lrelu_compiled(x.cuda().to(dtype), fu, fd, b.cuda().to(dtype), up, down, padding, slope=slope,
+                                     clamp=clamp, module=cuda_ops)
+    assert result.dtype == dtype and result.shape == expected.shape
+    torch.testing.assert_close(result.cpu().double(), expected, rtol=tolerance, atol=tolerance * 10)
+
+
+@gpu
+@pytest.mark.parametrize("shape, fu_shape, fd_shape, up, down, padding, slope, clamp", FLRELU_CASES[1:])
+def test_cuda_filtered_lrelu_gradcheck_and_gradgradcheck(cuda_ops, shape, fu_shape, fd_shape, up, down, padding,
+                                                         slope, clamp):
+    x = torch.randn(shape, dtype=torch.float64, device="cuda", requires_grad=True)
+    b = torch.randn(shape[1], dtype=torch.float64, device="cuda", requires_grad=True)
+    fu, fd = (None if s is None else torch.rand(s, dtype=torch.float64, device="cuda") for s in (fu_shape, fd_shape))
+
+    def op(t, bias):
+        return filtered_lrelu_compiled(t, fu, fd, bias, up, down, padding, slope=slope, clamp=clamp, module=cuda_ops)
+
+    assert gradcheck(op, (x, b))
+    assert gradgradcheck(op, (x, b))

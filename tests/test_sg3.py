@@ -97,6 +97,23 @@ def test_reference_outputs_match_nvidia(sg3, modulation):
 
 
 @needs_refdata
+@pytest.mark.parametrize("ops_backend", ["native", "compiled"])
+def test_reference_outputs_match_nvidia_with_each_filtered_lrelu_backend(sg3, ops_backend, monkeypatch):
+    """The C++ filtered_lrelu (what auto uses on CPU for this T-type net) and the native reference both give
+    NVIDIA's outputs, forward, and the same gradient to W+."""
+    generator, _ = sg3
+    monkeypatch.setenv("LATENTEDIT_OPS", ops_backend)
+    w_plus = ref("sg3t64_wplus.npy").clone().requires_grad_(True)
+    out = generator.synthesis(w_plus)
+    assert max_error(out.detach(), ref("sg3t64_out_wplus.npy")) <= ATOL
+    (grad,) = torch.autograd.grad(out.square().mean(), w_plus)
+    monkeypatch.setenv("LATENTEDIT_OPS", "native")
+    w_native = ref("sg3t64_wplus.npy").clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(generator.synthesis(w_native).square().mean(), w_native)
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-7)
+
+
+@needs_refdata
 def test_reference_input_transform(sg3):
     generator, _ = sg3
     transform = make_transform(translate=(0.125, -0.0625), angle=10)
@@ -383,6 +400,21 @@ def test_r_type_network_runs_forward_and_backward_to_w_plus(r_generator):
     assert torch.isfinite(w_plus.grad).all()
     assert (w_plus.grad.abs().sum(dim=2) > 0).all()  # every row of every sample moves the image
     assert generator.make_noise("random", 3, "cpu") == [] and generator.num_layers == 0
+
+
+def test_r_type_network_with_compiled_filtered_lrelu_matches_native(r_generator, monkeypatch):
+    """Radial 2-D down filters through the C++ kernel (forced: auto keeps them native), values and gradient."""
+    w_plus = r_generator.broadcast_w(r_generator.mapping(torch.randn(2, r_generator.config.z_dim,
+                                                                     generator=torch.Generator().manual_seed(5))))
+    results = []
+    for ops_backend in ("native", "compiled"):
+        monkeypatch.setenv("LATENTEDIT_OPS", ops_backend)
+        latent = w_plus.detach().clone().requires_grad_(True)
+        out = r_generator.synthesis(latent)
+        results.append((out.detach(), torch.autograd.grad(out.square().mean(), latent)[0]))
+    (out_native, grad_native), (out_compiled, grad_compiled) = results
+    assert max_error(out_compiled, out_native) <= 1e-5
+    torch.testing.assert_close(grad_compiled, grad_native, rtol=1e-4, atol=1e-7)
 
 
 def test_r_type_state_dict_round_trips_through_the_native_format(tmp_path, r_generator):

@@ -321,3 +321,46 @@ def test_sg3_renders_on_cpu_do_not_depend_on_their_batch(r_generator):
         finally:
             r_generator.cpu_micro_batch = "auto"
     torch.testing.assert_close(whole, together, rtol=0, atol=1e-5)
+
+
+@needs_refdata
+def test_photo_align_invert_and_paste_back_on_sg3(tmp_path):
+    """A photograph (examples/scene.png) through ``invert --align`` into the SG3 snapshot, then
+    ``apply-direction --paste-back``: the face is found, aligned to 64 px, inverted, edited and pasted back."""
+    inverted_dir, edited_dir = tmp_path / "inv", tmp_path / "edit"
+    scene = FACE.parent / "scene.png"
+    ok(invoke("invert", scene, "--align", "--ckpt", SG3_PKL, "--steps", 4, "--device", "cpu", "-o", inverted_dir))
+    latent = inverted_dir / "scene_face0.npy"
+    assert np.load(latent).shape == (16, 128)  # the snapshot's 16 W+ rows
+    direction = tmp_path / "dir.npy"
+    np.save(direction, np.random.default_rng(0).standard_normal(128).astype(np.float32))
+    ok(invoke("apply-direction", "--vec", direction, "--latent", latent, "--ckpt", SG3_PKL, "--strength", 1,
+              "--paste-back", scene, "--device", "cpu", "-o", edited_dir))
+    full = pixels(edited_dir / "scene_face0_s1_full.png")
+    original = pixels(scene)
+    assert full.shape == original.shape
+    changed = np.abs(full.astype(int) - original.astype(int)).max(axis=2) > 8
+    assert 0 < changed.mean() < 0.5  # the face region changed, the rest of the photo did not
+
+
+@needs_refdata
+def test_serve_engine_on_sg3_inverts_previews_and_runs_pulse(tmp_path):
+    """What ``latentedit serve --ckpt SG3.pkl`` does behind the page: invert an upload, preview an edit that equals
+    ``apply-direction``'s PNG, align a photo, and run PULSE on an RGBA reference."""
+    pytest.importorskip("gradio")
+    from latentedit.serve import DirectionEdit, Engine, ServeConfig
+
+    engine = Engine(ServeConfig(ckpt=str(SG3_PKL), device="cpu"))
+    assert (engine.size, engine.num_ws) == (64, 16)
+    assert engine.shipped_blond() is None  # examples/blond_learned.npy is [10, 256], for the toyfaces model
+    inverted = engine.invert(FACE, tmp_path / "inv", steps=3)
+    direction = tmp_path / "dir.npy"
+    np.save(direction, np.random.default_rng(1).standard_normal(engine.generator.w_dim).astype(np.float32))
+    edits = [DirectionEdit(direction, 0.5, "mine")]
+    preview, _ = engine.preview(inverted.latent, edits)
+    saved = engine.save_edit(inverted.latent, edits, None, tmp_path / "work")
+    assert np.array_equal(preview, pixels(saved["png"]))
+    reference = FACE.parent / "blond_hair.rgba.png"
+    results = engine.pulse(reference, tmp_path / "pulse", seed=0, count=1, steps=3)
+    assert len(results) == 1 and results[0].get("status") != "failed"
+    assert pixels(tmp_path / "pulse" / f"{results[0]['name']}.png").shape == (64, 64, 3)

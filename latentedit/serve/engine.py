@@ -143,10 +143,18 @@ class Engine:
         return {p.name: p for p in sorted(folder.glob("*.rgba.png")) if p.is_file()}
 
     def shipped_blond(self) -> Path | None:
-        """The learned blond direction shipped in ``examples/``, when this checkout has it."""
+        """The learned blond direction shipped in ``examples/``, when this checkout has it and it fits this
+        generator (it was learned for the shipped toyfaces model: another checkpoint, e.g. a StyleGAN3 one,
+        gets no blond slider rather than an error on every edit)."""
         folder = self.examples_dir
         path = folder / "blond_learned.npy" if folder is not None else None
-        return path if path is not None and path.is_file() else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            shape = tuple(np.load(path, mmap_mode="r").shape)
+        except (OSError, ValueError):
+            return None
+        return path if shape in ((self.generator.w_dim,), (self.num_ws, self.generator.w_dim)) else None
 
     @property
     def size(self) -> int:

@@ -30,4 +30,10 @@ const char* fused_leaky_relu_cuda_launch(CudaDType dtype, const void* x, const v
 const char* fused_leaky_relu_grad_cuda_launch(CudaDType dtype, const void* dy, const void* y, void* dx, int64_t numel,
                                               double alpha, double gain, void* stream);
 
+// filtered_lrelu's activation, in place on v [numel]. With mask_in == nullptr ("compute"):
+// v = clamp(gain * leaky_relu(v, slope), -clamp, clamp) (clamp < 0: none), writing 0 (v <= 0), 1 (v > 0) or
+// 2 (clamped) to mask_out when it is not nullptr. Otherwise ("apply"): v *= {gain * slope, gain, 0}[mask_in].
+const char* filtered_lrelu_act_cuda_launch(CudaDType dtype, void* v, const uint8_t* mask_in, uint8_t* mask_out,
+                                           int64_t numel, double gain, double slope, double clamp, void* stream);
+
 }  // namespace latentedit

@@ -100,6 +100,36 @@ __global__ void fused_leaky_relu_grad_kernel(const T* __restrict__ dy, const T* 
   }
 }
 
+template <typename T>
+__global__ void filtered_lrelu_act_kernel(T* __restrict__ v, const uint8_t* __restrict__ mask_in,
+                                          uint8_t* __restrict__ mask_out, int64_t numel, double gain_d,
+                                          double slope_d, double clamp_d) {
+  using C = Compute<T>;
+  using acc_t = typename C::type;
+  const acc_t positive = static_cast<acc_t>(gain_d);
+  const acc_t negative = static_cast<acc_t>(gain_d * slope_d);
+  const bool has_clamp = clamp_d >= 0;
+  const acc_t clamp = static_cast<acc_t>(has_clamp ? clamp_d : 0);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < numel;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const acc_t value = C::load(v[i]);
+    if (mask_in != nullptr) {
+      const uint8_t code = mask_in[i];
+      v[i] = C::store(code == 1 ? value * positive : (code == 0 ? value * negative : acc_t(0)));
+      continue;
+    }
+    const bool up = value > acc_t(0);  // leaky_relu's backward: slope at exactly 0, as in PyTorch
+    acc_t out = value * (up ? positive : negative);
+    uint8_t code = up ? 1 : 0;
+    if (has_clamp && (out > clamp || out < -clamp)) {  // torch.clamp passes the gradient at the bound
+      out = out > acc_t(0) ? clamp : -clamp;
+      code = 2;
+    }
+    v[i] = C::store(out);
+    if (mask_out != nullptr) mask_out[i] = code;
+  }
+}
+
 const char* last_error() {
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
@@ -130,6 +160,15 @@ const char* fused_leaky_relu_grad_typed(const void* dy, const void* y, void* dx,
   if (numel == 0) return nullptr;
   fused_leaky_relu_grad_kernel<T><<<blocks_for(numel), kThreads, 0, stream>>>(
       static_cast<const T*>(dy), static_cast<const T*>(y), static_cast<T*>(dx), numel, alpha, gain);
+  return last_error();
+}
+
+template <typename T>
+const char* filtered_lrelu_act_typed(void* v, const uint8_t* mask_in, uint8_t* mask_out, int64_t numel, double gain,
+                                     double slope, double clamp, cudaStream_t stream) {
+  if (numel == 0) return nullptr;
+  filtered_lrelu_act_kernel<T><<<blocks_for(numel), kThreads, 0, stream>>>(static_cast<T*>(v), mask_in, mask_out,
+                                                                            numel, gain, slope, clamp);
   return last_error();
 }
 
@@ -168,6 +207,19 @@ const char* fused_leaky_relu_grad_cuda_launch(CudaDType dtype, const void* dy, c
     case CudaDType::kBFloat16: return fused_leaky_relu_grad_typed<__nv_bfloat16>(dy, y, dx, numel, alpha, gain, s);
     case CudaDType::kFloat: return fused_leaky_relu_grad_typed<float>(dy, y, dx, numel, alpha, gain, s);
     case CudaDType::kDouble: return fused_leaky_relu_grad_typed<double>(dy, y, dx, numel, alpha, gain, s);
+  }
+  return "unsupported dtype";
+}
+
+const char* filtered_lrelu_act_cuda_launch(CudaDType dtype, void* v, const uint8_t* mask_in, uint8_t* mask_out,
+                                           int64_t numel, double gain, double slope, double clamp, void* stream) {
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case CudaDType::kHalf: return filtered_lrelu_act_typed<__half>(v, mask_in, mask_out, numel, gain, slope, clamp, s);
+    case CudaDType::kBFloat16:
+      return filtered_lrelu_act_typed<__nv_bfloat16>(v, mask_in, mask_out, numel, gain, slope, clamp, s);
+    case CudaDType::kFloat: return filtered_lrelu_act_typed<float>(v, mask_in, mask_out, numel, gain, slope, clamp, s);
+    case CudaDType::kDouble: return filtered_lrelu_act_typed<double>(v, mask_in, mask_out, numel, gain, slope, clamp, s);
   }
   return "unsupported dtype";
 }
