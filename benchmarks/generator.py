@@ -8,8 +8,12 @@ after building the model) is its own. Prints a markdown table and writes JSON.
     python benchmarks/generator.py --sizes 256 --batches 1 --repeats 2 --json out.json
     python benchmarks/generator.py --sizes 64 --sg3 ../shared/refdata/sg3t64_small.pkl   # + StyleGAN3 rows
 
-``--sg3 PKL`` adds rows for a StyleGAN3 snapshot (its own size and weights; ``filtered_lrelu`` has only the native
-path, so those rows run once per modulation, under the ``native`` backend).
+``--sg3 PKL`` adds rows for a StyleGAN3 snapshot (its own size and weights); ``--sg3 t256`` (or ``r1024``, any
+``t|r`` + power of two) for NVIDIA's stylegan3-t / -r architecture at that size with random weights and designed
+filters (:mod:`latentedit.model.sg3_design`). StyleGAN3 rows run under each backend: ``compiled`` and ``auto`` use
+the C++ ``filtered_lrelu`` (auto: for separable filters only, so an R network's radial layers stay native).
+
+    python benchmarks/generator.py --sizes 64 --batches 1 --sg3 t256 --sg3-only --json benchmarks/results/generator_sg3_t256.json
 """
 from __future__ import annotations
 
@@ -30,7 +34,12 @@ def _measure(task: dict) -> dict:
     from latentedit.model import Generator, GeneratorConfig
 
     torch.manual_seed(0)
-    if task.get("ckpt"):  # a StyleGAN3 (or any) checkpoint, as loaded by every command
+    if task.get("design"):  # NVIDIA's stylegan3-t / -r architecture at a size, random weights
+        from latentedit.model.sg3_design import design_sg3_config, random_sg3_generator
+
+        kind, size = task["design"][0], int(task["design"][1:])
+        generator = random_sg3_generator(design_sg3_config(size, kind)).requires_grad_(False)
+    elif task.get("ckpt"):  # a StyleGAN3 (or any) checkpoint, as loaded by every command
         from latentedit.checkpoints import load_generator
 
         generator = load_generator(task["ckpt"])[0].eval().requires_grad_(False)
@@ -62,7 +71,7 @@ def _measure(task: dict) -> dict:
     results["peak_extra_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kb) / 1024
     results["output_checksum"] = float(reference.double().abs().mean())
     results["output"] = reference[:1, :, :8, :8].flatten().tolist()
-    results["architecture"] = "stylegan3" if generator.num_layers == 0 else "stylegan2"
+    results["architecture"] = generator.config.kind if hasattr(generator.config, "kind") else "stylegan2"
     results["size"] = generator.size
     return {**task, **results}
 
@@ -79,12 +88,20 @@ def _compiled_available() -> bool:
         return False
 
 
-def run(sizes, batches, backends, modulations, repeats, sg3=None) -> list[dict]:
-    tasks = [dict(size=s, batch=b, backend=be, modulation=m, repeats=repeats)
-             for s in sizes for b in batches for be in backends for m in modulations]
+def _sg3_source(sg3: str) -> dict:
+    """``{"design": "t256"}`` for a designed architecture, else ``{"ckpt": path}``."""
+    text = str(sg3).lower()
+    if len(text) > 1 and text[0] in "tr" and text[1:].isdigit():
+        return {"design": text}
+    return {"ckpt": str(sg3)}
+
+
+def run(sizes, batches, backends, modulations, repeats, sg3=None, sg3_only=False) -> list[dict]:
+    tasks = [] if sg3_only else [dict(size=s, batch=b, backend=be, modulation=m, repeats=repeats)
+                                 for s in sizes for b in batches for be in backends for m in modulations]
     if sg3:
-        tasks += [dict(size=0, batch=b, backend="native", modulation=m, repeats=repeats, ckpt=str(sg3))
-                  for b in batches for m in modulations]
+        tasks += [dict(size=0, batch=b, backend=be, modulation=m, repeats=repeats, **_sg3_source(sg3))
+                  for b in batches for be in backends for m in modulations]
     context = multiprocessing.get_context("spawn")
     rows = []
     for task in tasks:
@@ -138,7 +155,9 @@ def main(argv=None) -> None:
                         help="'auto' is 'scaled' on CPU (see latentedit.model.layers.auto_strategy)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default="benchmarks/results/generator.json")
-    parser.add_argument("--sg3", default=None, help="a StyleGAN3 snapshot (.pkl or converted .safetensors) to add rows for")
+    parser.add_argument("--sg3", default=None, help="a StyleGAN3 snapshot (.pkl or converted .safetensors) to add rows "
+                        "for, or t256 / r1024 ...: NVIDIA's stylegan3-t / -r architecture with random weights")
+    parser.add_argument("--sg3-only", action="store_true", help="only the StyleGAN3 rows")
     args = parser.parse_args(argv)
     # "auto" is the default path: per op, whichever of native and compiled measured faster at first use.
     backends = args.backends or (["native", "compiled", "auto"] if _compiled_available() else ["native"])
@@ -147,7 +166,8 @@ def main(argv=None) -> None:
     from latentedit.io import write_json
 
     print(f"generator benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
-    rows = run(args.sizes, args.batches, backends, args.modulations, args.repeats, sg3=args.sg3)
+    rows = run(args.sizes, args.batches, backends, args.modulations, args.repeats, sg3=args.sg3,
+               sg3_only=args.sg3_only)
     print()
     print(table(rows))
     for r in rows:

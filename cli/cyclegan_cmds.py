@@ -196,7 +196,7 @@ def cyclegan_train_command(ctx, output, resume, session_iters, progress, **value
 def _transfer_options(kind: str):
     decorators = [
         click.argument("images", nargs=-1, required=True, type=click.Path()),
-        click.option("--ckpt", required=True, help=CKPT_HELP[kind]),
+        click.option("--ckpt", default=f"{kind}_black2blond64", show_default=True, help=CKPT_HELP[kind]),
         click.option("--direction", type=click.Choice(["a2b", "b2a"]), default="a2b", show_default=True,
                      help="a2b: domain A images to B; b2a: the reverse" +
                           (" (a CycleGAN has both)." if kind == "cyclegan" else " (a pix2pix model has one).")),

@@ -198,7 +198,7 @@ def _two_domain_command(kind: str):
     from latentedit.cli.cyclegan_cmds import CKPT_HELP as TWO_DOMAIN_CKPT_HELP
 
     @evaluate_group.command(kind)
-    @click.option("--ckpt", required=True, help=TWO_DOMAIN_CKPT_HELP[kind])
+    @click.option("--ckpt", default=f"{kind}_black2blond64", show_default=True, help=TWO_DOMAIN_CKPT_HELP[kind])
     @click.option("--direction", "directions", type=click.Choice(["a2b", "b2a", "both"]), default="a2b",
                   show_default=True, help="Which translation to score" + (" (both: a2b and b2a)." if kind == "cyclegan"
                                                                         else " (a pix2pix model has one)."))

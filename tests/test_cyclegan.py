@@ -526,3 +526,34 @@ def test_not_a_translator_file_is_a_checkpoint_error(tmp_path):
     save_file({"x": torch.zeros(1)}, str(path), metadata={"format": "something"})
     with pytest.raises(CheckpointError, match="not a latentedit cyclegan model"):
         cyclegan.load_translator(path, "cyclegan")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The shipped translators (pretrained/cyclegan_black2blond64, pretrained/pix2pix_black2blond64)
+
+@pytest.mark.parametrize("kind", ["cyclegan", "pix2pix"])
+def test_shipped_translator_resolves_by_name_and_matches_its_model_card(kind):
+    import re
+
+    from latentedit.io import sha256_file
+
+    translator = cyclegan.load_translator(f"{kind}_black2blond64", kind)
+    assert translator.path == cyclegan.shipped_translator_path(f"{kind}_black2blond64")
+    assert translator.image_size == 64 and translator.path.stat().st_size <= 15 * 2**20
+    card = translator.path.with_suffix(".md").read_text()
+    assert re.search(r"sha256 `([0-9a-f]{64})`", card).group(1) == sha256_file(translator.path)
+
+
+@pytest.mark.parametrize("kind", ["cyclegan", "pix2pix"])
+def test_shipped_translator_is_the_default_and_turns_held_out_black_hair_blond(kind, tmp_path):
+    """What the README table rests on: `evaluate KIND` with no --ckpt scores the shipped model, and held-out
+    black-haired faces come out blond without flipping the sex."""
+    from latentedit.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["evaluate", kind, "--n", "16", "-o", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / f"{kind}_eval.json").read_text())
+    assert report["model"]["path"].endswith(f"{kind}_black2blond64.safetensors")
+    record = report["directions"]["a2b"]["record"]
+    assert record["success_rate"] >= 0.75
+    assert record["flips"]["Male"] <= 0.25

@@ -579,7 +579,28 @@ def test_generator_benchmark_has_stylegan3_rows(monkeypatch):
     monkeypatch.delitem(sys.modules, "generator", raising=False)
     benchmark = importlib.import_module("generator")
     rows = benchmark.run([], [1, 2], ["native"], ["scaled"], repeats=1, sg3=SG3_PKL)
-    assert [(r["architecture"], r["size"], r["batch"]) for r in rows] == [("stylegan3", 64, 1), ("stylegan3", 64, 2)]
+    assert [(r["architecture"], r["size"], r["batch"]) for r in rows] == [("stylegan3-t", 64, 1), ("stylegan3-t", 64, 2)]
     assert all(r["forward_backward_s"] > 0 for r in rows)
     assert rows[1]["batch_cost_vs_batch1"] > 0
-    assert "| stylegan3 | 64 | 2 | native | scaled |" in benchmark.table(rows)
+    assert "| stylegan3-t | 64 | 2 | native | scaled |" in benchmark.table(rows)
+
+
+@pytest.mark.parametrize("kind", ["t", "r"])
+def test_designed_architectures_follow_nvidias_layer_plan(kind):
+    """benchmarks/generator.py --sg3 t256 / r256 time these (random weights, designed filters)."""
+    from latentedit.model.sg3_design import design_sg3_config, random_sg3_generator
+
+    config = design_sg3_config(256, kind)  # SG3Config checks every layer's size against the next one's
+    assert config.num_ws == 16 and config.kind == f"stylegan3-{kind}"
+    assert config.input_channels == (512 if kind == "t" else 1024) and config.layers[-1].out_channels == 3
+    assert [layer.out_size[0] for layer in config.layers][-3:] == [276, 256, 256]
+    assert {layer.kernel_size for layer in config.layers[:-1]} == {3 if kind == "t" else 1}
+    radial = [layer.radial for layer in config.layers]
+    assert radial == ([False] * 15 if kind == "t" else [True] * 12 + [False] * 3)  # never in critical layers
+    small = random_sg3_generator(design_sg3_config(16, kind, w_dim=32, z_dim=32, channel_base=256, channel_max=16))
+    for layer in small.layers:
+        for f in (layer.up_filter, layer.down_filter):
+            if f is not None:
+                assert abs(f.sum().item() - 1) < 1e-5  # unit DC gain
+    out = small(torch.randn(2, 32))
+    assert out.shape == (2, 3, 16, 16) and torch.isfinite(out).all()
