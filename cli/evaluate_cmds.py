@@ -167,7 +167,9 @@ def model_command(ckpt, count, seed, workers, device, out_dir, progress) -> None
               help="Render and translate at this size, e.g. twice the training size. [default: the training size]")
 @out_option("out_dir", type=click.Path(file_okay=False), default="stargan_eval", show_default=True,
             help="Output folder.")
-def stargan_command(ckpt, attributes, count, start, classifier_path, keep, batch_size, device, size, out_dir) -> None:
+@progress_option("Show a progress bar while the held-out sources are rendered.")
+def stargan_command(ckpt, attributes, count, start, classifier_path, keep, batch_size, device, size, out_dir,
+                    progress) -> None:
     """Score StarGAN translations exactly as `evaluate edit --source inverted` scores latent edits: on held-out
     toyfaces renders lacking each attribute, the success rate, side-effect flips, pixel / LPIPS change, PSNR to
     the ground-truth counterfactual, and the time per image.
@@ -183,7 +185,7 @@ def stargan_command(ckpt, attributes, count, start, classifier_path, keep, batch
     names = [name.strip() for item in attributes for name in item.split(",") if name.strip()]
     result = evaluate_stargan_to_folder(ckpt, names, out_dir, n=count, start=start, classifier_path=classifier_path,
                                         device=resolve_device(device), batch_size=batch_size, keep=keep, log=_warn,
-                                        size=size)
+                                        size=size, progress=resolve_progress(progress))
     for attribute, entry in result["attributes"].items():
         record = entry["record"]
         worst = record["side_effect_max"]
@@ -216,14 +218,17 @@ def _two_domain_command(kind: str):
     @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
     @out_option("out_dir", type=click.Path(file_okay=False), default=f"{kind}_eval", show_default=True,
                 help="Output folder.")
-    def command(ckpt, directions, count, start, norm_stats, classifier_path, keep, batch_size, device, out_dir) -> None:
+    @progress_option("Show a progress bar while the held-out sources are rendered.")
+    def command(ckpt, directions, count, start, norm_stats, classifier_path, keep, batch_size, device, out_dir,
+                progress) -> None:
         from latentedit.device import resolve_device
         from latentedit.evaluate import evaluate_translator_to_folder
 
         chosen = ["a2b", "b2a"] if directions == "both" else [directions]
         result = evaluate_translator_to_folder(kind, ckpt, out_dir, chosen, n=count, start=start,
                                                classifier_path=classifier_path, device=resolve_device(device),
-                                               batch_size=batch_size, keep=keep, norm_stats=norm_stats, log=_warn)
+                                               batch_size=batch_size, keep=keep, norm_stats=norm_stats, log=_warn,
+                                               progress=resolve_progress(progress))
         for direction, entry in result["directions"].items():
             record = entry["record"]
             worst = record["side_effect_max"]

@@ -550,10 +550,62 @@ def test_shipped_translator_is_the_default_and_turns_held_out_black_hair_blond(k
     black-haired faces come out blond without flipping the sex."""
     from latentedit.cli.main import cli
 
-    result = CliRunner().invoke(cli, ["evaluate", kind, "--n", "16", "-o", str(tmp_path / "eval")])
+    result = CliRunner().invoke(cli, ["evaluate", kind, "--n", "16", "--progress", "-o", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
+    assert "Blond_Hair sources: 100%" in result.output  # --progress draws the bar even off a terminal
     report = json.loads((tmp_path / "eval" / f"{kind}_eval.json").read_text())
     assert report["model"]["path"].endswith(f"{kind}_black2blond64.safetensors")
     record = report["directions"]["a2b"]["record"]
     assert record["success_rate"] >= 0.75
     assert record["flips"]["Male"] <= 0.25
+
+
+def test_baselines_table_builds_the_readme_rows_from_the_evaluations(tmp_path):
+    """benchmarks/baselines_table.py: one row per method and attribute from the committed evaluations' JSONs,
+    the learned direction at its fixed strength, and exit 2 naming a missing input (nothing written)."""
+    import importlib.util
+    import json as json_module
+
+    spec = importlib.util.spec_from_file_location("baselines_table", Path(__file__).resolve().parents[1]
+                                                  / "benchmarks" / "baselines_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+
+    def record(success, side, psnr, seconds=None):
+        out = {"success_rate": success, "side_effect_mean": side, "flips": {"Male": 0.01}, "psnr_to_truth_db": psnr}
+        return out if seconds is None else {**out, "seconds_per_image": seconds}
+
+    inputs = {
+        "learned": {"layers": "3-5", "sources": {"count": 100, "details": {"baseline": {"target_psnr_to_truth_db": 17.0}}},
+                    "directions": {"learned": {"per_strength": [{**record(0.5, 0.2, 18.0), "strength": 8.0},
+                                                                {**record(0.9, 0.1, 19.5), "strength": 12.0}]}}},
+        "svm": {"latent_seconds_per_image": 4.0, "args": {"n": "100"},
+                "attributes": {a: {"latent": {"direction": "svm", "strength": 4.0, "record": record(0.8, 0.13, 19.0)}}
+                               for a in table.ATTRIBUTES}},
+        "stargan": {"attributes": {a: {"record": record(0.98, 0.065, 22.8, 0.0063),
+                                       "sources": {"count": 1000, "source_psnr_to_truth_db": 18.7}}
+                                   for a in table.ATTRIBUTES}},
+        "cyclegan": {"directions": {
+            "a2b": {"attribute": "Blond_Hair", "source_domain": {"Black_Hair": 1}, "sources": {"count": 1000},
+                    "record": {**record(1.0, 0.046, 23.0, 0.0013), "psnr_to_source_db": 15.7}},
+            "b2a": {"attribute": "Black_Hair", "source_domain": {"Blond_Hair": 1}, "sources": {"count": 1000},
+                    "record": {**record(1.0, 0.059, 24.4, 0.0019), "psnr_to_source_db": 14.7}}}},
+        "pix2pix": {"directions": {
+            "a2b": {"attribute": "Blond_Hair", "source_domain": {"Black_Hair": 1}, "sources": {"count": 1000},
+                    "record": {**record(1.0, 0.017, 25.7, 0.0062), "psnr_to_source_db": 15.7}}}},
+    }
+    for key, relative in table.INPUTS.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(json_module.dumps(inputs[key]))
+    summary, markdown = table.summarize(tmp_path)
+    assert [row["method"].split(" (")[0] for row in summary["attributes"]["Blond_Hair"]] == \
+        ["learned direction", "SVM direction", "StarGAN", "CycleGAN", "pix2pix"]
+    assert [row["method"] for row in summary["attributes"]["Black_Hair"]] == \
+        ["SVM direction (svm, strength 4)", "StarGAN", "CycleGAN"]
+    assert ("| Blond_Hair | learned direction (rows 3-5, strength 12) | 100 inverted, lacking it | 90.0 % | 10.0 % "
+            "| 1.0 % | 19.50 dB | 17.00 dB | 4,000.0 |") in markdown
+    assert "| Black_Hair | CycleGAN | 1000 held-out, blond hair | 100.0 % | 5.9 % | 1.0 % | 24.40 dB | 14.70 dB | 1.9 |" \
+        in markdown
+    (tmp_path / table.INPUTS["pix2pix"]).unlink()
+    assert table.main(["--results", str(tmp_path), "--json", str(tmp_path / "t.json")]) == 2
+    assert not (tmp_path / "t.json").exists()

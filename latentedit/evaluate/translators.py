@@ -52,12 +52,15 @@ class HeldoutSources:
 
 def heldout_sources(classifier, attribute: str, n: int, size: int, *, start: int = 0,
                     seed: int = toyfaces.HELDOUT_SEED, require_absent: bool = True, batch_size: int = 64,
-                    max_candidates: int | None = None, where: Mapping[str, int] | None = None) -> HeldoutSources:
+                    max_candidates: int | None = None, where: Mapping[str, int] | None = None,
+                    progress: bool = False) -> HeldoutSources:
     """The first ``n`` held-out faces from ``start`` lacking ``attribute`` (module docstring), at ``size`` px.
     At most ``max_candidates`` (default ``4 n + 16``) are examined, then InputError. ``where`` (``{name: 0|1}``)
     keeps only faces whose true attributes match it (a two-domain translator's source domain, e.g.
-    ``{"Black_Hair": 1}``); faces it leaves out are not counted as examined."""
+    ``{"Black_Hair": 1}``); faces it leaves out are not counted as examined. ``progress``: a bar over the
+    kept faces (rendering them is most of an evaluation's time)."""
     from latentedit.evaluate.classifier import predict_attributes
+    from latentedit.progress import progress_bar
 
     names = list(classifier.attribute_names)
     if attribute not in names:
@@ -75,9 +78,11 @@ def heldout_sources(classifier, attribute: str, n: int, size: int, *, start: int
                       if all(face[1].attributes[name] == value for name, value in where.items()))
     kept_ids, kept_images, kept_truths, kept_probs, dropped = [], [], [], [], []
     examined = 0
+    bar = progress_bar(n, f"{attribute} sources", enabled=progress, unit="face")
     while len(kept_ids) < n:
         faces = [face for _, face in zip(range(min(batch_size, max_candidates - examined)), candidates)]
         if not faces:
+            bar.close()
             raise InputError(f"only {len(kept_ids)} of {examined} held-out faces lacking {attribute} are labelled "
                              f"as lacking it by the classifier (need {n}); lower --n")
         examined += len(faces)
@@ -93,6 +98,9 @@ def heldout_sources(classifier, attribute: str, n: int, size: int, *, start: int
             kept_images.append(images[k])
             kept_truths.append(truths[k])
             kept_probs.append(probs[k])
+        bar.n = len(kept_ids)
+        bar.refresh()
+    bar.close()
     details = {"seed": seed, "start": start, "indices": kept_ids, "size": size,
                "selection": f"true {attribute} = 0, a counterfactual exists"
                             + (f", true {', '.join(f'{k} = {v}' for k, v in where.items())}" if where else "")
@@ -225,7 +233,8 @@ def format_markdown(result: dict) -> str:
 def evaluate_stargan_to_folder(ckpt: str | os.PathLike, attributes: Sequence[str], out_dir: str | os.PathLike, *,
                                n: int = 100, start: int = 0, classifier_path: str | os.PathLike | None = None,
                                device: str | torch.device = "cpu", batch_size: int = 16, keep: int = 8,
-                               log: Callable[[str], None] | None = None, size: int | None = None) -> dict:
+                               log: Callable[[str], None] | None = None, size: int | None = None,
+                               progress: bool = False) -> dict:
     """What ``latentedit evaluate stargan`` runs: per attribute, sources, translation, metrics; writes
     ``stargan_eval.json``, ``stargan_eval.md`` and ``<attribute>_samples.png`` (rows = sources; columns =
     render, translation, counterfactual). Returns the JSON-ready result."""
@@ -258,7 +267,7 @@ def evaluate_stargan_to_folder(ckpt: str | os.PathLike, attributes: Sequence[str
               "classifier": classifier_info, "lpips": "LPIPS-VGG v0.1" if lpips_metric is not None else None,
               "attributes": {}, "files": []}
     for attribute in attributes:
-        sources = heldout_sources(classifier, attribute, n, side, start=start)
+        sources = heldout_sources(classifier, attribute, n, side, start=start, progress=progress)
         record, outputs = evaluate_stargan(generator, info.attribute_names, classifier, sources, attribute,
                                            lpips_metric=lpips_metric, batch_size=batch_size,
                                            exclusive=info.exclusive)

@@ -131,7 +131,7 @@ def evaluate_translator_to_folder(kind: str, ckpt: str | os.PathLike, out_dir: s
                                   directions: Sequence[str] = ("a2b",), *, n: int = 100, start: int = 0,
                                   classifier_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                                   batch_size: int = 16, keep: int = 8, norm_stats: str = "image",
-                                  log: Callable[[str], None] | None = None) -> dict:
+                                  log: Callable[[str], None] | None = None, progress: bool = False) -> dict:
     """What ``latentedit evaluate cyclegan|pix2pix`` runs: per direction, sources, translation, metrics; writes
     ``<kind>_eval.json``, ``<kind>_eval.md`` and ``<direction>_samples.png`` (rows = sources; columns = render,
     translation, counterfactual, and the cycle for CycleGAN). Returns the JSON-ready result."""
@@ -160,7 +160,8 @@ def evaluate_translator_to_folder(kind: str, ckpt: str | os.PathLike, out_dir: s
               "classifier": classifier_info, "lpips": "LPIPS-VGG v0.1" if lpips_metric is not None else None,
               "directions": {}, "files": []}
     for direction, (generator, source_condition, attribute) in plans.items():
-        sources = heldout_sources(classifier, attribute, n, translator.image_size, start=start, where=source_condition)
+        sources = heldout_sources(classifier, attribute, n, translator.image_size, start=start, where=source_condition,
+                                  progress=progress)
         forward = lambda images, g=generator: cyclegan.translate(g, images, batch_size, norm_stats)  # noqa: E731
         back_fn = None
         if kind == "cyclegan":
