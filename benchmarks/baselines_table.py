@@ -81,7 +81,8 @@ def summarize(results: Path) -> tuple[dict, str]:
             source = ", ".join(entry["source_domain"]).replace("_", " ").lower()
             record = entry["record"]
             rows[attribute].append(_row(label, f"{entry['sources']['count']} held-out, {source}",
-                                        record, record["seconds_per_image"], record.get("psnr_to_source_db")))
+                                        record, record["seconds_per_image"],
+                                        entry["sources"].get("source_psnr_to_truth_db")))
 
     def pct(value):
         return "–" if value is None else f"{100 * value:.1f} %"
