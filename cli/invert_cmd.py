@@ -1,4 +1,4 @@
-"""``latentedit invert``: Image2StyleGAN W+ inversion of image files (SPEC §3)."""
+"""``latentedit invert``: Image2StyleGAN W+ inversion of image files (SPEC §3), and the encoder / PTI methods (#23)."""
 from __future__ import annotations
 
 import click
@@ -36,7 +36,8 @@ from latentedit.progress import resolve_progress
 @click.option("--noise-regularize", type=float, default=1e5, show_default=True,
               help="Weight of the noise regulariser (--noise optimize).")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Images optimised together (each keeps its own gradient).")
+              help="Images optimised together (each keeps its own gradient); --method encoder takes at least 64 "
+                   "per forward pass.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
 @click.option("--target-psnr", type=float, default=None, help="Stop an image once its PSNR reaches this many dB.")
 @click.option("--save-video", is_flag=True, help="Also write <stem>_progress.gif.")
@@ -50,11 +51,28 @@ from latentedit.progress import resolve_progress
 @click.option("--all-faces", is_flag=True, help="With --align: every face found, not only the largest.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.9, show_default=True,
               help="With --align: faces detected below this confidence are ignored.")
+@click.option("--method", type=click.Choice(["optimize", "encoder", "encoder+optimize", "pti"]), default="optimize",
+              show_default=True, help="optimize: the optimisation above. encoder: one forward pass of a trained "
+              "encoder. encoder+optimize: the optimisation started from the encoder's W+. pti: a pivot (--pti-pivot), "
+              "then the generator tuned on the image, written as <stem>_G.safetensors.")
+@click.option("--encoder", "encoder", default=None,
+              help="Encoder for the encoder methods: an encoder.safetensors, a run folder of 'encoder train', or a "
+                   "shipped name [default: toyfaces64_encoder].")
+@click.option("--force", is_flag=True, help="Use an encoder trained for another generator.")
+@click.option("--pti-pivot", type=click.Choice(["optimize", "encoder", "encoder+optimize"]), default="optimize",
+              show_default=True, help="With --method pti: how the pivot latent is found.")
+@click.option("--pti-steps", type=click.IntRange(1, 1_000_000), default=200, show_default=True,
+              help="With --method pti: Adam steps tuning the generator.")
+@click.option("--pti-lr", type=float, default=3e-4, show_default=True, help="With --method pti: learning rate.")
+@click.option("--pti-locality", type=float, default=0.1, show_default=True,
+              help="With --method pti: weight of the locality regulariser (keeps the tuned generator's images "
+                   "between the pivot and random faces as the original's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @progress_option("Show a progress bar.")
 def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, vgg_weights, mse_weight,
                    perceptual_weight, noise, noise_regularize, batch_size, seed, target_psnr, save_video, overwrite,
-                   align, detector, all_faces, min_confidence, device, progress):
+                   align, detector, all_faces, min_confidence, method, encoder, force, pti_pivot, pti_steps, pti_lr,
+                   pti_locality, device, progress):
     """Invert images (files or folders) into the generator's W+ (or W) space.
 
     Per image <stem>: <stem>.npy (the latent, read by `generate --latent`), <stem>.png (reconstruction),
@@ -71,9 +89,16 @@ def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, 
     (FFHQ's crop, or the toyfaces frame) and inverted as <stem>_face<k>; the manifest keeps the photo and
     the exact transform.
 
+    --method encoder answers in one forward pass of an encoder trained with 'latentedit encoder train';
+    encoder+optimize starts the optimisation there (use fewer --steps); pti also writes the tuned generator
+    <stem>_G.safetensors, which every command reads with --ckpt (apply-direction edits the tuned image).
+
     \b
     latentedit invert face.png
     latentedit invert --align photo.jpg && latentedit apply-direction --vec blond.npy --paste-back
+    latentedit invert face.png --method encoder --encoder runs/encoder
+    latentedit invert face.png --method pti -o pti
+    latentedit generate --ckpt pti/face_G.safetensors --latent pti/face.npy
     """
     from latentedit.errors import InputError
     from latentedit.invert import InversionSettings, invert_files
@@ -82,7 +107,11 @@ def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, 
     settings = InversionSettings(preset=preset, space=space, steps=steps, lr=lr, perceptual=perceptual,
                                  mse_weight=mse_weight, perceptual_weight=perceptual_weight, noise=noise,
                                  noise_regularize=noise_regularize, batch_size=batch_size, seed=seed,
-                                 target_psnr=target_psnr, save_video=save_video, vgg_weights=vgg_weights)
+                                 target_psnr=target_psnr, save_video=save_video, vgg_weights=vgg_weights,
+                                 method=method, encoder=encoder, force=force, pti_steps=pti_steps, pti_lr=pti_lr,
+                                 pti_locality=pti_locality, pti_pivot=pti_pivot)
+    if encoder is not None and not settings.uses_encoder():
+        raise InputError("--encoder is used by --method encoder, encoder+optimize and pti with an encoder --pti-pivot")
     if not align and (detector != "auto" or all_faces):
         raise InputError("--detector and --all-faces need --align")
     if align:

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "latentedit.cli.photos_cmds",
     "latentedit.cli.serve_cmd",
     "latentedit.cli.cyclegan_cmds",
+    "latentedit.cli.encoder_cmds",
 )
 
 

@@ -91,9 +91,27 @@ INVERSION_MODULATION = "scaled"
 #: The loss curve records every this many steps.
 CURVE_EVERY = 10
 
+#: Inversion methods (``latentedit invert --method``): the optimisation (default), the trained encoder's one
+#: forward pass, the optimisation started from the encoder's W+, and pivotal tuning of the generator (PTI).
+METHODS = ("optimize", "encoder", "encoder+optimize", "pti")
+
+#: Pivots PTI can tune the generator around (``--pti-pivot``).
+PTI_PIVOTS = ("optimize", "encoder", "encoder+optimize")
+
 #: Fields of the settings that change a result; a finished image is only reused when they all match.
 RESULT_FIELDS = ("preset", "space", "steps", "lr", "perceptual", "perceptual_weight", "mse_weight", "noise",
-                 "noise_regularize", "seed", "target_psnr")
+                 "noise_regularize", "seed", "target_psnr", "method", "encoder_sha256", "pti_steps", "pti_lr",
+                 "pti_locality", "pti_pivot")
+
+#: What a manifest written before a field existed means by its absence (manifests of older versions).
+RESULT_FIELD_DEFAULTS = {"method": "optimize"}
+
+#: ``--method encoder`` encodes at least this many images per forward pass (more with a larger ``--batch-size``).
+ENCODER_BATCH = 64
+
+#: Settings recorded only by the methods that use them.
+ENCODER_FIELDS = ("encoder", "force")
+PTI_FIELDS = ("pti_steps", "pti_lr", "pti_locality", "pti_pivot")
 
 
 @dataclasses.dataclass
@@ -110,6 +128,13 @@ class InversionSettings:
     ``batch_size``: images optimised together; ``seed``: seeds every random draw (latent noise, w_std
     samples); ``target_psnr``: stop an image early at this PSNR (dB); ``save_video``: keep frames for a
     progress GIF (``video_frames`` of them); ``vgg_weights``: a local torchvision VGG16 file.
+
+    ``method`` (:data:`METHODS`, used by :func:`invert_files`): ``optimize`` (the above), ``encoder`` (one
+    forward pass of ``encoder``: a file, run folder or shipped name, default
+    :data:`latentedit.invert.encoder.DEFAULT_ENCODER`), ``encoder+optimize`` (the optimisation started from
+    the encoder's W+) or ``pti`` (a ``pti_pivot`` latent, then ``pti_steps`` Adam steps of lr ``pti_lr`` on
+    the generator's synthesis weights with the locality regulariser weighted ``pti_locality``; see
+    :mod:`latentedit.invert.pti`). ``force``: use an encoder trained for another generator.
     """
 
     preset: str = "image2stylegan"
@@ -127,6 +152,18 @@ class InversionSettings:
     save_video: bool = False
     video_frames: int = 50
     vgg_weights: str | None = None
+    method: str = "optimize"
+    encoder: str | None = None
+    force: bool = False
+    pti_steps: int = 200
+    pti_lr: float = 3e-4
+    pti_locality: float = 0.1
+    pti_pivot: str = "optimize"
+
+    def uses_encoder(self) -> bool:
+        """Whether the method (or PTI's pivot) runs the encoder."""
+        return self.method in ("encoder", "encoder+optimize") or (self.method == "pti" and
+                                                                   self.pti_pivot != "optimize")
 
     def validated(self) -> "InversionSettings":
         """A copy with the preset's defaults filled in (``mse_weight`` stays None until the perceptual
@@ -155,10 +192,26 @@ class InversionSettings:
             raise InputError(f"target PSNR must be a positive number of dB, got {filled.target_psnr}")
         if filled.video_frames < 1:
             raise InputError(f"video frames must be at least 1, got {filled.video_frames}")
+        if filled.method not in METHODS:
+            raise InputError(f"unknown inversion method {filled.method!r}; use one of {', '.join(METHODS)}")
+        if filled.pti_pivot not in PTI_PIVOTS:
+            raise InputError(f"unknown PTI pivot {filled.pti_pivot!r}; use one of {', '.join(PTI_PIVOTS)}")
+        if filled.pti_steps < 1:
+            raise InputError(f"--pti-steps must be at least 1, got {filled.pti_steps}")
+        if not (filled.pti_lr > 0 and math.isfinite(filled.pti_lr)):
+            raise InputError(f"--pti-lr must be a positive number, got {filled.pti_lr}")
+        if not (filled.pti_locality >= 0 and math.isfinite(filled.pti_locality)):
+            raise InputError(f"--pti-locality must be a finite number >= 0, got {filled.pti_locality}")
         return filled
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as a dict. For the default ``optimize`` method the method fields are left out, so
+        the dict (and every cache key and record made from it) is what it was before the methods existed."""
+        data = dataclasses.asdict(self)
+        if self.method == "optimize":
+            for key in ("method",) + ENCODER_FIELDS + PTI_FIELDS:
+                data.pop(key)
+        return data
 
 
 @dataclasses.dataclass
@@ -174,7 +227,9 @@ class ImageResult:
     progress video (empty unless asked for); ``wall_time_s``: seconds spent on the batch this image was
     in (``batch_size`` images); ``error``: None, or why this image has no usable result (the optimisation
     diverged: a loss, latent or render became NaN or infinite). A result with an ``error`` must not be
-    saved; :func:`invert_files` reports it as failed and writes nothing for it.
+    saved; :func:`invert_files` reports it as failed and writes nothing for it. ``tuned_generator``: the
+    generator PTI tuned for this image (written as ``<stem>_G.safetensors``), else None; ``extra``:
+    method-specific manifest entries (e.g. ``pti``), else None.
     """
 
     name: str
@@ -191,6 +246,8 @@ class ImageResult:
     wall_time_s: float
     batch_size: int
     error: str | None = None
+    tuned_generator: object | None = None
+    extra: dict | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,14 +318,16 @@ def _curve_entry(step: int, loss: float, mse: float) -> dict:
 def invert(generator: Generator, targets: torch.Tensor, settings: InversionSettings | None = None, *,
            names: Sequence[str] | None = None, perceptual: PerceptualDistance | None = None,
            lpips_metric: PerceptualDistance | None = None, progress: bool = False,
-           description: str = "invert") -> list[ImageResult]:
+           description: str = "invert", init_latent: torch.Tensor | None = None) -> list[ImageResult]:
     """Invert a batch of images ``targets [B, 3, S, S]`` (RGB in [-1, 1], ``S = generator.size``).
 
     All ``B`` images are optimised together (``settings.batch_size`` is not used here; callers split).
     ``perceptual``: the distance to use (None: MSE only; ``settings.perceptual`` is only recorded);
     ``lpips_metric``: a distance whose final value is reported as ``lpips`` (None: not measured);
-    ``names``: image names that seed the per-image random streams (default ``image0``, ...). Returns
-    one :class:`ImageResult` per image, in order. The generator's weights are not changed.
+    ``names``: image names that seed the per-image random streams (default ``image0``, ...).
+    ``init_latent``: where the optimisation starts, W+ ``[B, num_ws, w_dim]`` (or W ``[B, w_dim]`` for
+    ``space='w'``; e.g. an encoder's prediction); None: the mean w (the paper's start). Returns one
+    :class:`ImageResult` per image, in order. The generator's weights are not changed.
     """
     settings = (settings or InversionSettings()).validated()
     if targets.ndim != 4 or targets.shape[1] != 3 or tuple(targets.shape[2:]) != (generator.size, generator.size):
@@ -292,7 +351,12 @@ def invert(generator: Generator, targets: torch.Tensor, settings: InversionSetti
     try:
         w_mean = generator.mean_w().detach().to(device)
         shape = (batch, generator.num_ws, generator.w_dim) if settings.space == "w+" else (batch, generator.w_dim)
-        latent = w_mean.expand(shape).clone().requires_grad_(True)
+        if init_latent is None:
+            latent = w_mean.expand(shape).clone().requires_grad_(True)
+        else:
+            if tuple(init_latent.shape) != shape:
+                raise InputError(f"the initial latent must be {list(shape)}, got {list(init_latent.shape)}")
+            latent = init_latent.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
         stored_noise = [n.detach().to(device) for n in generator.noises.maps()]
         # A generator without noise inputs (StyleGAN3) has nothing to optimise there: --noise optimize then
         # optimises the latent only and the result has no noise maps (``noise`` None, no _noise.npz).
@@ -474,12 +538,13 @@ def prepare_perceptual(settings: InversionSettings, image_size: int,
 
 def output_paths(out_dir: str | os.PathLike, name: str) -> dict[str, Path]:
     """The files written for image ``name``: ``latent`` (.npy), ``image`` (.png), ``compare``
-    (_compare.png), ``noise`` (_noise.npz), ``video`` (_progress.gif) and ``manifest`` (.json, written
-    last: its presence marks the image as done)."""
+    (_compare.png), ``noise`` (_noise.npz), ``video`` (_progress.gif), ``generator`` (_G.safetensors, the
+    PTI-tuned generator) and ``manifest`` (.json, written last: its presence marks the image as done)."""
     out_dir = Path(out_dir)
     return {"latent": out_dir / f"{name}.npy", "image": out_dir / f"{name}.png",
             "compare": out_dir / f"{name}_compare.png", "noise": out_dir / f"{name}_noise.npz",
-            "video": out_dir / f"{name}_progress.gif", "manifest": out_dir / f"{name}.json"}
+            "video": out_dir / f"{name}_progress.gif", "generator": out_dir / f"{name}_G.safetensors",
+            "manifest": out_dir / f"{name}.json"}
 
 
 def _save_noise(path: Path, maps: list[np.ndarray]) -> None:
@@ -532,6 +597,11 @@ def write_result(out_dir: str | os.PathLike, result: ImageResult, target: torch.
     if result.frames:
         _save_gif(paths["video"], target_pixels, result.frames)
         files.append(paths["video"].name)
+    if result.tuned_generator is not None:
+        from latentedit.invert.pti import save_tuned_generator
+
+        save_tuned_generator(result.tuned_generator, paths["generator"], checkpoint_info, result.extra or {})
+        files.append(paths["generator"].name)
     manifest = {
         "command": "invert",
         "name": result.name,
@@ -552,6 +622,8 @@ def write_result(out_dir: str | os.PathLike, result: ImageResult, target: torch.
         "files": files + [paths["manifest"].name],
         "versions": io.versions(),
     }
+    if result.extra:
+        manifest.update(result.extra)
     io.write_json(paths["manifest"], manifest)
     return manifest
 
@@ -581,7 +653,10 @@ def _finished(paths: dict[str, Path], checkpoint_sha256: str, settings: dict,
     if previous_sha != checkpoint_sha256:
         raise InputError(f"{paths['manifest']} was made with another checkpoint; pass --overwrite or choose "
                          f"another output folder")
-    changed = [key for key in RESULT_FIELDS if previous.get(key) != settings.get(key)]
+    def value(record: dict, key: str):
+        return record.get(key, RESULT_FIELD_DEFAULTS.get(key))
+
+    changed = [key for key in RESULT_FIELDS if value(previous, key) != value(settings, key)]
     if changed:
         raise InputError(f"{paths['manifest']} was made with other settings ({', '.join(changed)}); pass "
                          f"--overwrite or choose another output folder")
@@ -675,6 +750,17 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
         generator, info = loaded if loaded is not None else load_generator(ckpt, device=context.device)
         generator = generator.to(context.device)
         checkpoint_info = info.to_dict() if hasattr(info, "to_dict") else dict(info)
+        encoder = None
+        if settings.uses_encoder():  # before any notice: a wrong encoder is the one line the user sees
+            from latentedit.invert.encoder import DEFAULT_ENCODER, load_encoder
+
+            encoder, encoder_info = load_encoder(settings.encoder or DEFAULT_ENCODER,
+                                                 generator_sha256=checkpoint_info["sha256"],
+                                                 generator_provenance=checkpoint_info.get("provenance"),
+                                                 force=settings.force, generator=generator, device=context.device)
+            for note in encoder_info["notes"]:
+                if context.is_main:
+                    log(f"note: {note}")
         if perceptual is None:
             perceptual = prepare_perceptual(settings, generator.size, context.device)
         if perceptual.notice and context.is_main:
@@ -685,6 +771,13 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
         recorded = settings.to_dict()
         recorded.update(perceptual=perceptual.kind, vgg_weights=None if settings.vgg_weights is None
                         else str(settings.vgg_weights))
+        recorded["method"] = settings.method
+        for key in ENCODER_FIELDS + PTI_FIELDS:
+            recorded.pop(key, None)
+        if encoder is not None:
+            recorded.update(encoder=encoder_info["path"], encoder_sha256=encoder_info["sha256"])
+        if settings.method == "pti":
+            recorded.update({key: getattr(settings, key) for key in PTI_FIELDS})
         if recorded["mse_weight"] is None:
             recorded["mse_weight"] = 0.0 if (settings.preset == "projector" and perceptual.loss is not None) else 1.0
         effective = dataclasses.replace(settings, mse_weight=recorded["mse_weight"])
@@ -725,14 +818,24 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
             records.append(record)
 
         total_mine = len(pending)
-        for start in range(0, total_mine, settings.batch_size):
-            chunk = pending[start:start + settings.batch_size]
+        # The encoder answers a batch in one forward pass: it takes at least ENCODER_BATCH images at a time.
+        chunk_size = max(settings.batch_size, ENCODER_BATCH) if settings.method == "encoder" else settings.batch_size
+        for start in range(0, total_mine, chunk_size):
+            chunk = pending[start:start + chunk_size]
             batch_names = [record["name"] for record, _, _ in chunk]
             label = f"{prefix}[{start + len(chunk)}/{total_mine}] {', '.join(batch_names)}"
             targets = torch.stack([target for _, target, _ in chunk])
-            results = invert(generator, targets, effective, names=batch_names, perceptual=perceptual.loss,
-                             lpips_metric=perceptual.lpips_metric, progress=progress and context.is_main,
-                             description=label if len(label) < 60 else label[:57] + "...")
+            description = label if len(label) < 60 else label[:57] + "..."
+            if settings.method == "optimize":
+                results = invert(generator, targets, effective, names=batch_names, perceptual=perceptual.loss,
+                                 lpips_metric=perceptual.lpips_metric, progress=progress and context.is_main,
+                                 description=description)
+            else:
+                from latentedit.invert.pti import invert_with_method
+
+                results = invert_with_method(generator, targets, effective, names=batch_names, encoder=encoder,
+                                             perceptual=perceptual, progress=progress and context.is_main,
+                                             description=description)
             for (record, target, input_info), result in zip(chunk, results):
                 if result.error is not None:
                     message = f"cannot invert {record['input']}: {result.error}; nothing was written for it"
@@ -745,7 +848,10 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
                 record.update(status="inverted", psnr_db=round(result.psnr_db, 4), lpips=result.lpips,
                               steps=result.steps, wall_time_s=round(result.wall_time_s, 3))
                 lpips_text = f", LPIPS {result.lpips:.4f}" if result.lpips is not None else ""
-                log(f"{prefix}{result.name}: PSNR {result.psnr_db:.2f} dB{lpips_text} after {result.steps} steps "
+                how = f"after {result.steps} steps" if settings.method != "encoder" else "(encoder)"
+                if settings.method == "pti":
+                    how += f" + {settings.pti_steps} PTI steps"
+                log(f"{prefix}{result.name}: PSNR {result.psnr_db:.2f} dB{lpips_text} {how} "
                     f"({result.wall_time_s:.1f} s) -> {output_paths(out_dir, result.name)['latent']}")
                 records.append(record)
 

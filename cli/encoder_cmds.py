@@ -1,0 +1,116 @@
+"""CLI: ``latentedit encoder train`` (issue #23): an image → W+ encoder for a generator."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from click.core import ParameterSource
+from latentedit.cli.generate_cmd import CKPT_HELP
+from latentedit.cli.options import AliasOption, out_option, progress_option
+
+from latentedit.invert.encoder import EncoderTrainConfig
+
+DEFAULT_RUN = "runs/encoder"
+_DEFAULTS = EncoderTrainConfig()
+
+
+@click.group("encoder")
+def encoder_group() -> None:
+    """An encoder from images to W+ (one forward pass), used by invert --method encoder|encoder+optimize|pti."""
+
+
+@encoder_group.command("train")
+@click.option("--ckpt", default=_DEFAULTS.ckpt, show_default=True, help=CKPT_HELP)
+@out_option("output", type=click.Path(file_okay=False), default=None,
+            help=f"Run folder; if it holds checkpoint.pt, training resumes. [default: --resume's folder, else "
+                 f"{DEFAULT_RUN}]")
+@click.option("--resume", type=click.Path(), default=None,
+              help="Continue from this run folder (or checkpoint file); -o defaults to it.")
+@click.option("--iters", type=int, default=_DEFAULTS.iters, show_default=True, help="Total iterations of the run.")
+@click.option("--batch-size", "batch", cls=AliasOption, aliases=("--batch",), type=int, default=_DEFAULTS.batch,
+              show_default=True, help="Generator samples per iteration (global; split across processes).")
+@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Adam learning rate.")
+@click.option("--beta1", type=float, default=_DEFAULTS.beta1, show_default=True, help="Adam beta1 (beta2 0.999).")
+@click.option("--decay-iters", type=int, default=None,
+              help="Linear learning-rate decay to 0 over the last N iterations [default: a quarter of --iters].")
+@click.option("--psi-min", type=float, default=_DEFAULTS.psi_min, show_default=True,
+              help="Truncation psi of each sample is drawn uniformly from [--psi-min, --psi-max].")
+@click.option("--psi-max", type=float, default=_DEFAULTS.psi_max, show_default=True, help="See --psi-min.")
+@click.option("--mix-prob", type=float, default=_DEFAULTS.mix_prob, show_default=True,
+              help="Probability that a sample's W+ rows from a random crossover on come from a second w.")
+@click.option("--row-noise", type=float, default=_DEFAULTS.row_noise, show_default=True,
+              help="Gaussian noise on every W+ row, in units of the per-dimension std of w.")
+@click.option("--latent-weight", type=float, default=_DEFAULTS.latent_weight, show_default=True,
+              help="Weight of the latent MSE on W+ (standardised by the std of w).")
+@click.option("--image-weight", type=float, default=_DEFAULTS.image_weight, show_default=True,
+              help="Weight of the pixel MSE between G(predicted W+) and the image (0: no render, faster).")
+@click.option("--lpips-weight", type=float, default=_DEFAULTS.lpips_weight, show_default=True,
+              help="Weight of LPIPS-VGG (only when the VGG16 weights are local).")
+@click.option("--delta-reg", type=float, default=_DEFAULTS.delta_reg, show_default=True,
+              help="e4e-style regulariser: pulls every W+ row's offset toward the mean row (editability).")
+@click.option("--perceptual", type=click.Choice(["auto", "lpips", "none"]), default=_DEFAULTS.perceptual,
+              show_default=True, help="auto: LPIPS when the VGG16 weights are local, else the image loss is MSE only.")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False), default=None,
+              help="torchvision's vgg16-397923af.pth [default: looked up in $TORCH_HOME/hub/checkpoints].")
+@click.option("--real", "real_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A folder of real images added to every iteration (image losses only).")
+@click.option("--real-batch-size", "real_batch", type=int, default=_DEFAULTS.real_batch, show_default=True,
+              help="Real images per iteration (with --real).")
+@click.option("--base-channels", type=int, default=_DEFAULTS.base_channels, show_default=True,
+              help="Width of the encoder's first convolution (doubles per block).")
+@click.option("--max-channels", type=int, default=_DEFAULTS.max_channels, show_default=True,
+              help="Channel cap of the encoder's blocks.")
+@click.option("--hidden", type=int, default=_DEFAULTS.hidden, show_default=True,
+              help="Width of the vector the W+ rows are predicted from.")
+@click.option("--log-every", type=int, default=_DEFAULTS.log_every, show_default=True,
+              help="Log mean losses every N iterations.")
+@click.option("--sample-every", type=int, default=_DEFAULTS.sample_every, show_default=True,
+              help="Write a held-out sample grid (and its median PSNR) every N iterations.")
+@click.option("--snapshot-every", type=int, default=_DEFAULTS.snapshot_every, show_default=True,
+              help="Write checkpoint.pt and encoder.safetensors every N iterations.")
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
+              help="Seed of the initial weights and the sample stream.")
+@click.option("--device", default=_DEFAULTS.device, show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--session-iters", type=int, default=None,
+              help="Stop after this many iterations of this session, with a checkpoint; rerun to continue.")
+@progress_option()
+@click.pass_context
+def encoder_train_command(ctx, output, resume, session_iters, progress, **values) -> None:
+    """Train an encoder from images to W+ on the generator's own samples (z -> w, truncation varied -> W+ ->
+    image, rendered on the fly); writes RUN/encoder.safetensors (for invert --encoder RUN), RUN/checkpoint.pt,
+    RUN/metrics.jsonl and RUN/samples/.
+
+    \b
+    Examples:
+      latentedit encoder train --ckpt toyfaces64 -o runs/encoder --iters 4000
+      latentedit invert face.png --method encoder --encoder runs/encoder
+      torchrun --nproc_per_node 2 -m latentedit encoder train -o RUN --batch-size 16   (DDP)
+
+    Interrupting (Ctrl-C, SIGTERM) writes a checkpoint first; rerunning the same command resumes.
+    """
+    from pathlib import Path
+
+    from latentedit.invert.encoder import train_encoder
+    from latentedit.progress import resolve_progress
+
+    output = Path(output if output is not None else resume if resume is not None else DEFAULT_RUN)
+    explicit = {name for name in values if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
+    config = EncoderTrainConfig(**values)
+    result = train_encoder(config, output, resume_from=resume, explicit=explicit, progress=resolve_progress(progress),
+                           session_iters=session_iters, report=lambda message: click.echo(message, err=True))
+    rank_zero = os.environ.get("RANK", "0") == "0"
+    if result.stop_signal is not None:
+        if rank_zero:
+            click.echo(f"stopped by signal {result.stop_signal} at iteration {result.step}; checkpoint saved in "
+                       f"{output}; rerun the same command to resume", err=True)
+        sys.exit(128 + result.stop_signal)
+    if rank_zero:
+        speed = f", {result.img_per_sec:.1f} img/s" if result.img_per_sec else ""
+        psnr = result.last_metrics.get("heldout_median_psnr_db")
+        psnr_text = f", held-out median PSNR {psnr:.2f} dB" if psnr is not None else ""
+        state = "trained to" if result.finished else f"paused (of {config.iters}; rerun to continue) at"
+        click.echo(f"{state} iteration {result.step}{speed}{psnr_text}; encoder: {result.encoder_path}")
+
+
+COMMANDS = [encoder_group]

@@ -1,0 +1,249 @@
+"""The image → W+ encoder (issue #23): shape, training, files, ``invert --method encoder|encoder+optimize``."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from latentedit.checkpoints import save_native
+from latentedit.cli.main import cli
+from latentedit.errors import CheckpointError
+from latentedit.invert.encoder import (EXPORT_NAME, EncoderTrainConfig, build_encoder, load_encoder, save_encoder,
+                                       train_encoder)
+from latentedit.invert.optimize import InversionSettings
+from latentedit.invert.pti import invert_with_method
+from helpers import make_generator
+
+pytestmark = pytest.mark.usefixtures("single_thread", "private_caches")
+
+#: A tiny encoder: the architecture of the shipped one at a fraction of the width.
+TINY = {"base_channels": 8, "max_channels": 32, "hidden": 64}
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+
+
+def tiny_config(ckpt: Path, **overrides) -> EncoderTrainConfig:
+    options = dict(ckpt=str(ckpt), batch=4, iters=30, lr=3e-3, log_every=5, sample_every=1000, snapshot_every=10,
+                   sample_count=2, device="cpu", perceptual="none", **TINY)
+    options.update(overrides)
+    return EncoderTrainConfig(**options)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return make_generator(4, style_dim=16, channels={4: 16, 8: 16, 16: 8, 32: 8}, noise_weight=0.2,
+                          w_avg_samples=256)
+
+
+@pytest.fixture(scope="module")
+def ckpt(generator, tmp_path_factory) -> Path:
+    return save_native(generator, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def other_ckpt(tmp_path_factory) -> Path:
+    """Another generator of the same shapes (another sha256)."""
+    other = make_generator(5, style_dim=16, channels={4: 16, 8: 16, 16: 8, 32: 8}, noise_weight=0.2,
+                           w_avg_samples=256)
+    return save_native(other, tmp_path_factory.mktemp("other") / "other.safetensors")
+
+
+@pytest.fixture(scope="module")
+def trained_run(ckpt, tmp_path_factory) -> Path:
+    """An encoder run of 30 iterations, uninterrupted."""
+    run = tmp_path_factory.mktemp("run") / "enc"
+    with pytest.MonkeyPatch.context() as patch:  # the ops path of the tests (private_caches), set up before them
+        patch.setenv("LATENTEDIT_OPS", "native")
+        train_encoder(tiny_config(ckpt), run, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def sample_targets(generator) -> torch.Tensor:
+    """Two renders of the generator (targets it can reproduce exactly)."""
+    with torch.no_grad():
+        w = generator.mapping(torch.randn(2, generator.z_dim, generator=torch.Generator().manual_seed(11)))
+        return generator.synthesis(w).clamp(-1, 1)
+
+
+def save_render(path: Path, image: torch.Tensor) -> Path:
+    pixels = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_encoder_maps_images_to_w_plus_starting_at_the_mean_w(generator):
+    encoder = build_encoder(generator, **TINY)
+    images = torch.rand(3, 3, generator.size, generator.size) * 2 - 1
+    w_plus = encoder(images)
+    assert w_plus.shape == (3, generator.num_ws, generator.w_dim)
+    # The last layer starts at zero: an untrained encoder answers (about) the mean w.
+    assert torch.allclose(w_plus, generator.mean_w().expand_as(w_plus), atol=1e-2)
+    # Images of another size are resized, not refused.
+    assert encoder(torch.zeros(1, 3, 64, 64)).shape == (1, generator.num_ws, generator.w_dim)
+
+
+def test_short_training_reduces_the_latent_loss(trained_run):
+    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss_latent"] for r in records if "loss_latent" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert {r.get("event") for r in records} >= {"start", "snapshot", "done"}
+    assert (trained_run / EXPORT_NAME).is_file() and (trained_run / "checkpoint.pt").is_file()
+
+
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(ckpt, trained_run, tmp_path):
+    run = tmp_path / "enc"
+    first = train_encoder(tiny_config(ckpt), run, progress=False, session_iters=10)
+    assert first.step == 10 and not first.finished
+    # What a kill -9 after the step-10 checkpoint leaves: metric lines past it, one cut mid-line, a temporary.
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": 15, "loss": 1.0}) + "\n" + '{"step": 16, "lo')
+    (run / ".encoder.safetensors.abcdefgh.tmp").write_bytes(b"partial")
+    second = train_encoder(tiny_config(ckpt), run, progress=False)
+    assert second.finished and second.resumed_step == 10
+    mine, uninterrupted = load_encoder(run).encoder, load_encoder(trained_run).encoder
+    for (name, a), (_, b) in zip(mine.state_dict().items(), uninterrupted.state_dict().items()):
+        assert torch.equal(a, b), name
+    steps = [json.loads(line).get("step") for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [5, 10, 15, 20, 25, 30]
+
+
+def test_save_load_round_trip_and_the_generator_check(generator, tmp_path):
+    encoder = build_encoder(generator, **TINY)
+    with torch.no_grad():
+        encoder.to_offsets.bias.normal_()
+    path = save_encoder(encoder, tmp_path / "e.safetensors", generator_sha256="a" * 64, training={"step": 3})
+    loaded, info = load_encoder(path, generator_sha256="a" * 64, generator=generator)
+    images = torch.rand(2, 3, generator.size, generator.size) * 2 - 1
+    assert torch.equal(loaded(images), encoder.eval()(images))
+    assert info["generator_sha256"] == "a" * 64 and info["training"] == {"step": 3}
+    with pytest.raises(CheckpointError, match="trained for another generator.*--force"):
+        load_encoder(path, generator_sha256="b" * 64)
+    forced, info = load_encoder(path, generator_sha256="b" * 64, force=True)
+    assert any("--force" in note for note in info["notes"])
+    # A generator tuned from the right one (invert --method pti) is accepted without --force.
+    load_encoder(path, generator_sha256="c" * 64, generator_provenance={"derived_from_sha256": "a" * 64})
+    wrong_shape = make_generator(1, style_dim=24)
+    with pytest.raises(CheckpointError, match="predicts W\\+"):
+        load_encoder(path, generator=wrong_shape, force=True)
+
+
+def test_invert_method_encoder_writes_the_standard_outputs(ckpt, trained_run, sample_targets, tmp_path):
+    image = save_render(tmp_path / "face.png", sample_targets[0])
+    out = tmp_path / "out"
+    result = run_cli("invert", image, "--ckpt", ckpt, "--method", "encoder", "--encoder", trained_run, "-o", out,
+                     "--no-progress")
+    assert result.exit_code == 0, result.output
+    for name in ("face.npy", "face.png", "face_compare.png", "face.json", "summary.json"):
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "face.json").read_text())
+    assert manifest["settings"]["method"] == "encoder" and manifest["steps"] == 0
+    assert manifest["settings"]["encoder_sha256"] and manifest["metrics"]["psnr_db"] > 0
+    assert manifest["latent_shape"] == list(np.load(out / "face.npy").shape)
+    generated = tmp_path / "gen"
+    assert run_cli("generate", "--ckpt", ckpt, "--latent", out / "face.npy", "-o", generated).exit_code == 0
+    ours = np.asarray(Image.open(out / "face.png"), dtype=int)
+    assert np.abs(ours - np.asarray(Image.open(generated / "face.png"), dtype=int)).max() <= 1
+    # A rerun of the same method skips; another method does not silently reuse the encoder's result.
+    again = run_cli("invert", image, "--ckpt", ckpt, "--method", "encoder", "--encoder", trained_run, "-o", out)
+    assert again.exit_code == 0 and "skipped 1" in again.stdout
+    other = run_cli("invert", image, "--ckpt", ckpt, "--steps", "2", "-o", out)
+    assert other.exit_code == 2 and "made with other settings" in other.stderr and "method" in other.stderr
+
+
+def test_encoder_then_optimize_beats_the_encoder_alone(generator, trained_run, sample_targets):
+    encoder = load_encoder(trained_run).encoder
+    names = ["a", "b"]
+    alone = invert_with_method(generator, sample_targets, InversionSettings(method="encoder").validated(),
+                               names=names, encoder=encoder)
+    refined = invert_with_method(generator, sample_targets,
+                                 InversionSettings(method="encoder+optimize", steps=15, lr=0.02).validated(),
+                                 names=names, encoder=encoder)
+    for start, result in zip(alone, refined):
+        assert result.psnr_db > start.psnr_db + 0.5
+        assert result.extra["encoder_init"]["psnr_db"] == pytest.approx(start.psnr_db, abs=1e-3)
+
+
+def test_an_encoder_for_another_generator_is_refused_unless_forced(other_ckpt, trained_run, sample_targets,
+                                                                   tmp_path):
+    image = save_render(tmp_path / "face.png", sample_targets[1])
+    refused = run_cli("invert", image, "--ckpt", other_ckpt, "--method", "encoder", "--encoder", trained_run,
+                      "-o", tmp_path / "a")
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "trained for another generator" in refused.stderr and "Traceback" not in refused.stderr
+    forced = run_cli("invert", image, "--ckpt", other_ckpt, "--method", "encoder", "--encoder", trained_run,
+                     "--force", "-o", tmp_path / "b", "--no-progress")
+    assert forced.exit_code == 0, forced.output
+
+
+def test_bad_encoder_inputs_are_one_line_errors(ckpt, sample_targets, tmp_path):
+    image = save_render(tmp_path / "face.png", sample_targets[0])
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(os.urandom(300))
+    cases = {"missing": (["--encoder", tmp_path / "nope.safetensors"], "not found"),
+             "corrupt": (["--encoder", corrupt], "cannot read encoder"),
+             "generator": (["--encoder", ckpt], "not a latentedit encoder"),
+             "default": ([], "not installed; train one with 'latentedit encoder train")}
+    for label, (args, message) in cases.items():
+        result = run_cli("invert", image, "--ckpt", ckpt, "--method", "encoder", *args, "-o", tmp_path / label)
+        assert result.exit_code == 2, (label, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, (label, lines)
+        assert not (tmp_path / label / "face.json").exists()
+    bad = run_cli("encoder", "train", "--ckpt", ckpt, "-o", tmp_path / "r", "--psi-min", "0")
+    assert bad.exit_code == 2 and "--psi-min" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_train_reports_and_resumes(ckpt, tmp_path):
+    run = tmp_path / "run"
+    args = ["encoder", "train", "--ckpt", ckpt, "-o", run, "--iters", "4", "--batch-size", "2", "--base-channels",
+            "8", "--max-channels", "16", "--hidden", "32", "--log-every", "2", "--snapshot-every", "2",
+            "--device", "cpu", "--no-progress"]
+    first = run_cli(*args[:-1], "--session-iters", "2", "--no-progress")
+    assert first.exit_code == 0, first.output
+    assert "paused" in first.stdout
+    second = run_cli(*args)
+    assert second.exit_code == 0 and "trained to iteration 4" in second.stdout, second.output
+    changed = run_cli(*args[:-1], "--iters", "6", "--hidden", "64")
+    assert changed.exit_code == 2 and "hidden=32" in changed.stderr
+
+
+def test_torchrun_two_cpu_ranks_train_one_encoder(ckpt, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "latentedit", "encoder", "train", "--ckpt", str(ckpt), "-o", str(out), "--iters", "3",
+               "--batch-size", "4", "--base-channels", "8", "--max-channels", "16", "--hidden", "32",
+               "--log-every", "1", "--snapshot-every", "3", "--device", "cpu", "--no-progress"]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["world_size"] == 2
+    assert completed.stdout.count("trained to iteration 3") == 1  # only rank 0 reports
+    load_encoder(out)
+
+
+def test_encoder_method_encodes_a_folder_in_one_forward_pass(ckpt, trained_run, generator, tmp_path):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    with torch.no_grad():
+        w = generator.mapping(torch.randn(3, generator.z_dim, generator=torch.Generator().manual_seed(2)))
+        renders = generator.synthesis(w).clamp(-1, 1)
+    for i, render in enumerate(renders):
+        save_render(folder / f"f{i}.png", render)
+    result = run_cli("invert", folder, "--ckpt", ckpt, "--method", "encoder", "--encoder", trained_run, "-o",
+                     tmp_path / "out", "--no-progress")
+    assert result.exit_code == 0 and "inverted 3" in result.stdout, result.output
+    manifests = [json.loads((tmp_path / "out" / f"f{i}.json").read_text()) for i in range(3)]
+    assert all(m["batch_size"] == 3 and m["steps"] == 0 for m in manifests)
