@@ -47,6 +47,12 @@ def evaluate_group() -> None:
               help="Report the smallest strength reaching this success rate.")
 @click.option("--invert-steps", type=click.IntRange(1, 1_000_000), default=200, show_default=True,
               help="Inversion steps per held-out face (inverted sources; cached in OUT/inversions).")
+@click.option("--invert-method", type=click.Choice(["optimize", "encoder", "encoder+optimize", "pti"]),
+              default="optimize", show_default=True,
+              help="How the held-out faces are inverted (as invert --method; inverted sources). pti: each face is "
+                   "edited with its own tuned generator.")
+@click.option("--encoder", "encoder", default=None,
+              help="Encoder for --invert-method encoder / encoder+optimize [default: toyfaces64_encoder].")
 @click.option("--invert-batch-size", "invert_batch", cls=AliasOption, aliases=("--invert-batch",),
               type=click.IntRange(1, 256), default=8, show_default=True,
               help="Held-out faces inverted together.")
@@ -63,7 +69,7 @@ def evaluate_group() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @progress_option()
 def edit_command(vectors, attribute, strengths, source, count, seed, start, layers, strength_unit, normalize,
-                 to_distance, watch, target_success, invert_steps, invert_batch, n_present, keep, classifier_path,
+                 to_distance, watch, target_success, invert_steps, invert_method, encoder, invert_batch, n_present, keep, classifier_path,
                  batch_size, out_dir, ckpt, device, progress) -> None:
     """Score directions that should add ATTR: success rate, side-effect flips, pixel / LPIPS change, and for
     inverted held-out faces the PSNR to the ground-truth counterfactual, by strength.
@@ -81,6 +87,10 @@ def edit_command(vectors, attribute, strengths, source, count, seed, start, laye
     from latentedit.evaluate import evaluate_edit_to_folder, load_attribute_classifier
     from latentedit.invert import InversionSettings
 
+    if source != "inverted" and (invert_method != "optimize" or encoder is not None):
+        raise click.UsageError("--invert-method and --encoder apply to --source inverted")
+    if encoder is not None and invert_method not in ("encoder", "encoder+optimize"):
+        raise click.UsageError("--encoder is used by --invert-method encoder and encoder+optimize")
     strength_list = parse_strengths(strengths)
     watch_list = [name.strip() for name in watch.split(",") if name.strip()]
     generator, info = load_generator(ckpt, device=resolve_device(device))
@@ -89,7 +99,7 @@ def edit_command(vectors, attribute, strengths, source, count, seed, start, laye
         generator, classifier, list(vectors), attribute, strength_list, out_dir, source=source, n=count, seed=seed,
         start=start, layers=layers, normalize=normalize,
         strength_unit="raw" if normalize or to_distance else strength_unit,
-        invert_settings=InversionSettings(steps=invert_steps),
+        invert_settings=InversionSettings(steps=invert_steps, method=invert_method, encoder=encoder),
         invert_batch=invert_batch, checkpoint_info=info.to_dict(), classifier_info=classifier_info, watch=watch_list,
         target_success=target_success, batch_size=batch_size, keep=keep, to_distance=to_distance,
         n_present=n_present, log=_warn,

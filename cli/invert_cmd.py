@@ -19,8 +19,9 @@ from latentedit.progress import resolve_progress
 @click.option("--space", type=click.Choice(["w+", "w"]), default="w+", show_default=True,
               help="Optimise W+ [num_ws, w_dim] or a single W [w_dim].")
 @click.option("--steps", type=click.IntRange(1, 1_000_000), default=None,
-              help="Adam steps [default: 1000; the paper used 5000].")
-@click.option("--lr", type=float, default=None, help="Learning rate [default: 0.01 image2stylegan, 0.1 projector].")
+              help="Adam steps [default: 1000, the paper used 5000; 200 for encoder+optimize].")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: 0.01 image2stylegan (0.1 when it starts from the encoder), "
+              "0.1 projector].")
 @click.option("--perceptual", type=click.Choice(["auto", "lpips", "vgg", "none"]), default="auto", show_default=True,
               help="Perceptual loss. auto: the preset's (VGG16 layers / LPIPS-VGG) when the VGG16 weights are "
               "local, else MSE only.")
@@ -90,8 +91,8 @@ def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, 
     the exact transform.
 
     --method encoder answers in one forward pass of an encoder trained with 'latentedit encoder train';
-    encoder+optimize starts the optimisation there (use fewer --steps); pti also writes the tuned generator
-    <stem>_G.safetensors, which every command reads with --ckpt (apply-direction edits the tuned image).
+    encoder+optimize starts the optimisation there (200 steps at lr 0.1 by default); pti also writes the tuned
+    generator <stem>_G.safetensors, which every command reads with --ckpt (apply-direction edits the tuned image).
 
     \b
     latentedit invert face.png

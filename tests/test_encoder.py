@@ -247,3 +247,64 @@ def test_encoder_method_encodes_a_folder_in_one_forward_pass(ckpt, trained_run, 
     assert result.exit_code == 0 and "inverted 3" in result.stdout, result.output
     manifests = [json.loads((tmp_path / "out" / f"f{i}.json").read_text()) for i in range(3)]
     assert all(m["batch_size"] == 3 and m["steps"] == 0 for m in manifests)
+
+
+def test_real_images_teach_the_encoder_what_the_generator_samples_do_not(ckpt, generator, tmp_path):
+    """--real adds image-loss-only examples: trained with them, the encoder reconstructs such images better
+    than the same run without them."""
+    from latentedit.invert.optimize import image_mse01, psnr_from_mse
+
+    real = tmp_path / "real"
+    real.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):  # flat colour fields: nothing like the generator's samples
+        Image.fromarray(np.full((32, 32, 3), rng.integers(0, 256, 3), np.uint8)).save(real / f"r{i}.png")
+    targets = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1).float() / 127.5 - 1
+                           for p in sorted(real.iterdir())])
+
+    def psnr_after(run_dir, **overrides):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("LATENTEDIT_OPS", "native")
+            train_encoder(tiny_config(ckpt, iters=40, image_weight=10.0, **overrides), run_dir, progress=False)
+        encoder = load_encoder(run_dir).encoder
+        with torch.no_grad():
+            rendered = generator.synthesis(encoder(targets)).clamp(-1, 1)
+        return float(psnr_from_mse(image_mse01(rendered, targets)).mean())
+
+    with_real = psnr_after(tmp_path / "with", real_dir=str(real), real_batch=2)
+    without = psnr_after(tmp_path / "without")
+    assert with_real > without + 0.5, (with_real, without)
+    (tmp_path / "empty").mkdir()
+    result = run_cli("encoder", "train", "--ckpt", ckpt, "-o", tmp_path / "e", "--iters", 2, "--real",
+                     tmp_path / "empty", "--no-progress")
+    assert result.exit_code == 2 and "no images found" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "e" / "checkpoint.pt").exists()
+
+
+def test_invert_benchmark_compares_every_method_on_one_footing(ckpt, trained_run, tmp_path):
+    """benchmarks/invert.py --methods: one row per method on the same held-out faces, PTI above its pivot, the
+    optimisation row taken from section (a) of the same run, and the README table built from the JSON."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("invert_benchmark", Path(__file__).resolve().parents[1]
+                                                  / "benchmarks" / "invert.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "invert.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LATENTEDIT_OPS", "native")
+        bench.main(["--ckpt", str(ckpt), "--count", "2", "--steps", "6", "--checkpoints", "2", "4", "6",
+                    "--configs", "image2stylegan:w+", "--methods", "optimize", "encoder", "encoder+optimize", "pti",
+                    "--encoder", str(trained_run), "--encoder-batch", "2", "--eo-steps", "4", "--pti-steps", "3",
+                    "--pti-pivot", "encoder", "--speed-sizes", "--json", str(out)])
+    report = json.loads(out.read_text())
+    rows = {row["method"]: row for row in report["methods"]["quality"]}
+    assert list(rows) == ["optimize", "encoder", "encoder+optimize", "pti"]
+    assert rows["optimize"]["median_psnr_db"] == report["quality"][0]["final_median_psnr_db"]
+    assert rows["encoder"]["steps"] == 0 and rows["encoder"]["median_ms_per_image"] > 0
+    assert rows["encoder+optimize"]["curve"][0]["step"] == 0  # starts from the encoder's PSNR
+    assert rows["encoder+optimize"]["median_psnr_db"] >= rows["encoder"]["median_psnr_db"] - 1e-6
+    assert rows["pti"]["median_psnr_db"] > rows["pti"]["median_pivot_psnr_db"]
+    assert rows["pti"]["median_pivot_psnr_db"] == pytest.approx(rows["encoder"]["median_psnr_db"], abs=1e-3)
+    table = bench.methods_table(report["methods"])
+    assert table.count("\n") == 5 and "| pti | 0 + 3 tuning |" in table

@@ -304,3 +304,66 @@ def test_spread_unit_rescales_every_direction_to_the_same_step(generator, classi
     with pytest.raises(InputError, match="choose one"):
         ev.evaluate_directions(generator, classifier, sources, directions, "Blond_Hair", [1.0],
                                strength_unit="spread", normalize=True)
+
+
+def _all_unblond_classifier(generator) -> BrightnessClassifier:
+    thresholds = median_thresholds(generator)
+    thresholds[BLOND] = 5.0  # nothing is ever labelled blond: every reconstruction qualifies
+    return BrightnessClassifier(thresholds)
+
+
+def test_inverted_sources_by_encoder_are_its_forward_pass(generator, tmp_path):
+    from latentedit.invert.encoder import build_encoder, encode
+
+    encoder = build_encoder(generator, base_channels=8, max_channels=16, hidden=32).eval()
+    settings = InversionSettings(method="encoder", perceptual="none")
+    sources = ev.inverted_sources(generator, _all_unblond_classifier(generator), "Blond_Hair", 3, settings=settings,
+                                  encoder=encoder, cache_dir=tmp_path / "cache", cache_key={"generator_sha256": "x"})
+    assert torch.allclose(sources.w_plus, encode(encoder, sources.targets), atol=1e-6)
+    assert sources.generators is None and sources.details["inversion"]["settings"]["method"] == "encoder"
+    # a cache of optimised inversions is not reused for the encoder's (the settings differ)
+    optimised = ev.inverted_sources(generator, _all_unblond_classifier(generator), "Blond_Hair", 3,
+                                    settings=InversionSettings(steps=1, perceptual="none"),
+                                    cache_dir=tmp_path / "cache", cache_key={"generator_sha256": "x"})
+    assert optimised.details["inversion"]["inverted"] == 3
+    with pytest.raises(InputError, match="needs an encoder"):
+        ev.inverted_sources(generator, _all_unblond_classifier(generator), "Blond_Hair", 1, settings=settings)
+
+
+def test_pti_sources_are_edited_with_their_own_tuned_generators(generator, tmp_path):
+    classifier = _all_unblond_classifier(generator)
+    settings = InversionSettings(method="pti", steps=3, pti_steps=4, pti_lr=3e-3, perceptual="none")
+    kwargs = dict(settings=settings, batch_size=2, cache_dir=tmp_path / "cache", cache_key={"generator_sha256": "x"})
+    sources = ev.inverted_sources(generator, classifier, "Blond_Hair", 3, **kwargs)
+    assert len(sources.generators) == 3 and all(own is not generator for own in sources.generators)
+    base = ev.render_latents(generator, sources.w_plus)
+    assert not torch.allclose(base, sources.originals)  # tuned: not the base generator's render of the pivot
+    for i, own in enumerate(sources.generators):
+        assert torch.allclose(ev.render_latents(own, sources.w_plus[i:i + 1])[0], sources.originals[i], atol=1e-5)
+    records, _ = ev.evaluate_direction(generator, classifier, sources, np.zeros(24, np.float32), "Blond_Hair", [0.0])
+    manual = ev.psnr_per_image(sources.originals, sources.truths).mean()
+    assert records[0]["psnr_to_truth_db"] == pytest.approx(float(manual), rel=1e-6)
+
+    again = ev.inverted_sources(generator, classifier, "Blond_Hair", 3, **kwargs)
+    assert again.details["inversion"]["cached"] == 3 and again.details["inversion"]["inverted"] == 0
+    assert torch.allclose(again.originals, sources.originals, atol=1e-6)
+    # a latent whose tuned generator is missing is tuned again, not rendered with the base generator
+    next((tmp_path / "cache").glob("*_G.safetensors")).unlink()
+    partial = ev.inverted_sources(generator, classifier, "Blond_Hair", 3, **kwargs)
+    assert partial.details["inversion"]["inverted"] == 1 and partial.details["inversion"]["cached"] == 2
+
+
+def test_evaluate_edit_invert_method_options(generator, tmp_path):
+    from latentedit.cli.main import cli
+
+    ckpt = save_native(generator, tmp_path / "tiny.safetensors")
+    dirs.save_direction(tmp_path / "v.npy", np.ones(24, np.float32), method="test")
+    base = ["evaluate", "edit", "--ckpt", str(ckpt), "--vec", str(tmp_path / "v.npy"), "--attr", "Blond_Hair",
+            "--n", "2", "--no-progress"]
+    result = CliRunner().invoke(cli, base + ["--invert-method", "encoder", "-o", str(tmp_path / "e1")])
+    assert result.exit_code == 2 and "apply to --source inverted" in result.output
+    result = CliRunner().invoke(cli, base + ["--source", "inverted", "--invert-method", "encoder",
+                                             "-o", str(tmp_path / "e2")])
+    # the default encoder is for the shipped generator (or not installed): one line, no traceback
+    assert result.exit_code != 0 and "Traceback" not in result.output and "encoder" in result.output
+    assert not (tmp_path / "e2" / "edit_eval.json").exists()

@@ -425,3 +425,16 @@ def test_the_same_command_gives_the_same_latent_under_the_default_backend(ckpt, 
         ops = json.loads((tmp_path / run / "face.json").read_text())["versions"]["ops"]
         assert ops["LATENTEDIT_OPS"] == "auto" and ops["upfirdn2d"]["cpu"] in ("native", "compiled")
     assert latents[0] == latents[1]
+
+
+def test_a_warm_start_from_the_encoder_gets_its_own_defaults_and_plain_optimisation_keeps_the_papers():
+    from latentedit.invert.optimize import WARM_START_LR, WARM_START_STEPS
+
+    plain = InversionSettings().validated()
+    assert (plain.steps, plain.lr) == (1000, 0.01)
+    warm = InversionSettings(method="encoder+optimize").validated()
+    assert (warm.steps, warm.lr) == (WARM_START_STEPS, WARM_START_LR)
+    assert InversionSettings(method="pti", pti_pivot="encoder+optimize").validated().lr == WARM_START_LR
+    assert InversionSettings(method="pti").validated().lr == 0.01  # an optimised pivot starts at the mean w
+    assert InversionSettings(method="encoder+optimize", steps=30, lr=0.02).validated().lr == 0.02
+    assert InversionSettings(method="encoder+optimize", preset="projector").validated().lr == 0.1

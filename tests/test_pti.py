@@ -117,3 +117,27 @@ def test_pti_with_an_encoder_pivot_records_both(ckpt, tmp_path):
                     "--encoder", run, "-o", tmp_path / "again", "--no-progress")
     assert again.exit_code == 0, again.output
     assert load_generator(tmp_path / "out" / "face_G.safetensors").info.provenance["derived_by"].endswith("pti")
+
+
+def test_apply_direction_with_the_tuned_generator_edits_the_tuned_image(ckpt, tmp_path):
+    """The issue's chain: invert --method pti, then apply-direction --ckpt <stem>_G.safetensors --latent <stem>.npy:
+    strength 0 gives back the tuned reconstruction, a real strength changes it."""
+    image = photo(tmp_path / "face.png", seed=5)
+    out = tmp_path / "out"
+    assert run_cli("invert", image, "--ckpt", ckpt, "--method", "pti", "--steps", "5", "--lr", "0.05",
+                   "--pti-steps", "10", "--pti-lr", "3e-3", "-o", out, "--no-progress").exit_code == 0
+    generator = load_generator(ckpt).generator
+    direction = np.zeros((generator.num_ws, generator.w_dim), np.float32)
+    direction[:, 0] = 1.0
+    np.save(tmp_path / "v.npy", direction)
+    edited = tmp_path / "edited"
+    result = run_cli("apply-direction", "--vec", tmp_path / "v.npy", "--latent", out / "face.npy", "--ckpt",
+                     out / "face_G.safetensors", "--strength", "0,2", "-o", edited, "--no-progress")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(next(edited.glob("*.json")).read_text())
+    renders = sorted(p for p in edited.glob("*.png") if "sweep" not in p.name and "grid" not in p.name)
+    assert len(renders) == 2, [p.name for p in edited.iterdir()]
+    unedited, moved = (pixels(p) for p in renders)
+    assert np.abs(unedited - pixels(out / "face.png")).max() <= 1
+    assert np.abs(moved - unedited).mean() > 1
+    assert manifest["checkpoint"]["sha256"] == sha256_file(out / "face_G.safetensors")

@@ -150,6 +150,21 @@ class EditSources:
     targets: torch.Tensor | None = None
     truths: torch.Tensor | None = None
     details: dict = dataclasses.field(default_factory=dict)
+    #: One generator per source (PTI inversions: each face has its own tuned generator), else None.
+    generators: list | None = None
+
+    def render(self, generator: Generator, w_plus: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """``w_plus [N, num_ws, w_dim]`` (row i edits source i) -> images ``[N, 3, S, S]``, each source with its
+        own generator when it has one."""
+        return render_sources(generator, w_plus, self.generators, batch_size)
+
+
+def render_sources(generator: Generator, w_plus: torch.Tensor, generators: Sequence | None = None,
+                   batch_size: int = 64) -> torch.Tensor:
+    """Render ``w_plus [N, num_ws, w_dim]`` with ``generator``, or row i with ``generators[i]`` when given."""
+    if generators is None:
+        return render_latents(generator, w_plus, batch_size)
+    return torch.cat([render_latents(own, w_plus[i:i + 1], 1) for i, own in enumerate(generators)])
 
 
 def _column(classifier, attribute: str) -> int:
@@ -244,7 +259,7 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
                      seed: int = toyfaces.HELDOUT_SEED, batch_size: int = 8,
                      cache_dir: str | os.PathLike | None = None, cache_key: Mapping | None = None,
                      perceptual=None, require_absent: bool = True, max_candidates: int | None = None,
-                     progress: bool = False) -> EditSources:
+                     encoder=None, progress: bool = False) -> EditSources:
     """Inversions of held-out renders lacking ``attribute`` (:func:`iter_heldout_faces`), with their counterfactuals.
 
     Candidates are inverted ``batch_size`` at a time, in index order. With ``require_absent`` (default) a
@@ -255,13 +270,25 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
     ``perceptual``: the loss network (None: MSE only). With ``cache_dir`` each face's W+ is stored as
     ``<digest>_<index>.npy`` (``digest`` hashes ``cache_key``, which should identify the generator, the
     settings, the size and the seed) and reused when present.
+
+    ``settings.method`` picks the inversion method (:func:`latentedit.invert.pti.invert_with_method`;
+    ``encoder``: the loaded encoder the encoder methods need). With ``pti`` every source keeps its own tuned
+    generator (``EditSources.generators``), cached beside its latent as ``<digest>_<index>_G.safetensors``
+    (its synthesis and mapping weights; reloaded into a copy of ``generator``), and every render of that
+    source, edited or not, uses it.
     """
     from tqdm.auto import tqdm
 
     from latentedit.evaluate.classifier import predict_attributes
-    from latentedit.invert.optimize import InversionSettings, invert
+    from latentedit.invert.optimize import InversionSettings, PerceptualSetup
+    from latentedit.invert.pti import invert_with_method
 
     settings = dataclasses.replace((settings or InversionSettings()).validated(), space="w+")
+    tuned = settings.method == "pti"
+    if settings.uses_encoder() and encoder is None:
+        raise InputError(f"inversion method {settings.method} needs an encoder")
+    setup = PerceptualSetup(loss=perceptual, lpips_metric=None, kind=getattr(perceptual, "kind", None) or "none",
+                            source=getattr(perceptual, "source", None), notice=None)
     if settings.noise != "fixed":
         raise InputError("edit evaluation renders with the generator's stored noise; invert with fixed noise")
     if not isinstance(n, int) or n < 1:
@@ -274,15 +301,24 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir is not None else None
 
-    def cached(index: int) -> np.ndarray | None:
+    def cached(index: int) -> tuple[np.ndarray | None, object | None]:
+        """The cached latent of a face and (PTI) its tuned generator; (None, None) when either is missing or
+        damaged, so the face is inverted again."""
         path = cache / f"{digest}_{index}.npy" if cache is not None else None
         if path is None or not path.is_file():
-            return None
+            return None, None
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError):
-            return None
-        return array.astype(np.float32) if array.shape == (generator.num_ws, generator.w_dim) else None
+            return None, None
+        if array.shape != (generator.num_ws, generator.w_dim):
+            return None, None
+        own = None
+        if tuned:
+            own = _load_tuned_copy(generator, cache / f"{digest}_{index}_G.safetensors")
+            if own is None:
+                return None, None
+        return array.astype(np.float32), own
 
     candidates = iter_heldout_faces(attribute, start, seed)
     kept: list[tuple] = []
@@ -300,30 +336,39 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
                                  f"--n")
             examined += len(faces)
             targets, truths = render_faces(faces, generator.size)
-            latents = [cached(index) for index, _, _ in faces]
+            found = [cached(index) for index, _, _ in faces]
+            latents = [latent for latent, _ in found]
+            owns = [own for _, own in found]
             todo = [k for k, latent in enumerate(latents) if latent is None]
             counts["cached"] += len(faces) - len(todo)
             if todo:
-                results = invert(generator, targets[todo], settings, names=[f"heldout{faces[k][0]}" for k in todo],
-                                 perceptual=perceptual)
+                results = invert_with_method(generator, targets[todo], settings,
+                                             names=[f"heldout{faces[k][0]}" for k in todo], encoder=encoder,
+                                             perceptual=setup)
                 for k, result in zip(todo, results):
-                    latents[k] = result.latent
+                    if result.error is not None:
+                        raise InputError(f"inverting held-out face {faces[k][0]} failed: {result.error}")
+                    latents[k], owns[k] = result.latent, result.tuned_generator
                     if cache is not None:
+                        if tuned:  # the generator first: a latent without its generator is not a cache hit
+                            lio.write_bytes(cache / f"{digest}_{faces[k][0]}_G.safetensors",
+                                            lio.safetensors_bytes(_contiguous_state(result.tuned_generator)))
                         lio.save_npy(cache / f"{digest}_{faces[k][0]}.npy", result.latent)
                 counts["inverted"] += len(todo)
             w_plus = torch.from_numpy(np.stack(latents))
-            originals = render_latents(generator, w_plus)
+            originals = render_sources(generator, w_plus, owns if tuned else None)
             probs = predict_attributes(classifier, originals).numpy()
             for k, face in enumerate(faces):
                 if require_absent and probs[k, column] >= 0.5:
                     dropped.append(face[0])
                     continue
-                kept.append((face[0], w_plus[k], originals[k], probs[k], targets[k], truths[k]))
+                kept.append((face[0], w_plus[k], originals[k], probs[k], targets[k], truths[k], owns[k]))
                 bar.update(1)
     ids = [entry[0] for entry in kept]
     w_plus, originals, probs, targets, truths = (torch.stack([e[1] for e in kept]), torch.stack([e[2] for e in kept]),
                                                  np.stack([e[3] for e in kept]), torch.stack([e[4] for e in kept]),
                                                  torch.stack([e[5] for e in kept]))
+    generators = [e[6] for e in kept] if tuned else None
     details = {"seed": seed, "start": start, "indices": ids,
                "selection": (f"true {attribute} = 0, a counterfactual exists"
                              + (f", and the classifier labels the reconstruction as lacking {attribute}"
@@ -337,7 +382,30 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
                                                                      4),
                             "target_psnr_to_truth_db": round(float(psnr_per_image(targets, truths).mean()), 4)}}
     return EditSources(kind="inverted", ids=ids, w_plus=w_plus, originals=originals, probs=probs, targets=targets,
-                       truths=truths, details=details)
+                       truths=truths, details=details, generators=generators)
+
+
+def _contiguous_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+
+
+def _load_tuned_copy(generator: Generator, path: Path):
+    """A copy of ``generator`` with the weights cached at ``path`` (a PTI-tuned generator), or None when the
+    file is missing or does not fit (it is then tuned again)."""
+    import copy
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_safetensors(path.read_bytes())
+        own = copy.deepcopy(generator)
+        own.load_state_dict(tensors, strict=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError):
+        return None
+    return own.eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -376,7 +444,7 @@ def evaluate_direction(generator: Generator, classifier, sources: EditSources, d
             edited = apply_direction(sources.w_plus, vector, float(strength), layers)
         else:
             edited, steps = apply_to_distance(sources.w_plus, vector, boundary, float(strength), layers)
-        images = render_latents(generator, edited, batch_size)
+        images = sources.render(generator, edited, batch_size)
         probs = predict_attributes(classifier, images, batch_size=batch_size).numpy()
         lpips_value = None
         if lpips_metric is not None:
@@ -548,7 +616,8 @@ def format_markdown(result: dict) -> str:
     if inverted and "baseline" in sources.get("details", {}):
         base = sources["details"]["baseline"]
         dropped = sources["details"].get("dropped_reconstructions_labelled_present", [])
-        lines.append(f"Inversion PSNR {base['inversion_psnr_db']:.2f} dB; unedited reconstruction to counterfactual "
+        method = sources["details"].get("inversion", {}).get("settings", {}).get("method", "optimize")
+        lines.append(f"Inversion (--invert-method {method}) PSNR {base['inversion_psnr_db']:.2f} dB; unedited reconstruction to counterfactual "
                      f"{base['reconstruction_psnr_to_truth_db']:.2f} dB; {len(dropped)} candidate(s) dropped because "
                      f"the classifier already labelled their reconstruction {attribute}.")
     hair_note = " (other hair colours excluded: they must change)" if attribute in toyfaces.HAIR_COLOURS else ""
@@ -784,14 +853,28 @@ def evaluate_edit_to_folder(generator: Generator, classifier, vec_paths: Sequenc
         from latentedit.invert.optimize import InversionSettings, prepare_perceptual
 
         settings = (invert_settings or InversionSettings()).validated()
+        encoder, encoder_sha256 = None, None
+        if settings.uses_encoder():  # before the perceptual notice: a wrong encoder is the line that matters
+            from latentedit.invert.encoder import DEFAULT_ENCODER, load_encoder
+
+            encoder, encoder_info = load_encoder(settings.encoder or DEFAULT_ENCODER,
+                                                 generator_sha256=checkpoint_info.get("sha256"),
+                                                 generator_provenance=checkpoint_info.get("provenance"),
+                                                 force=settings.force, generator=generator, device=device)
+            encoder_sha256 = encoder_info["sha256"]
+            for note in encoder_info["notes"]:
+                log(f"note: {note}")
         setup = prepare_perceptual(settings, generator.size, device)
         if setup.notice:
             log(setup.notice)
         sources = inverted_sources(generator, classifier, attribute, n, settings=settings, start=start,
                                    batch_size=invert_batch,
                                    cache_dir=cache_dir if cache_dir is not None else out_dir / "inversions",
-                                   cache_key={"generator_sha256": checkpoint_info.get("sha256")},
-                                   perceptual=setup.loss, progress=progress)
+                                   cache_key={"generator_sha256": checkpoint_info.get("sha256"),
+                                              **({"encoder_sha256": encoder_sha256} if encoder_sha256 else {})},
+                                   perceptual=setup.loss, encoder=encoder, progress=progress)
+        if encoder_sha256:
+            sources.details["inversion"]["encoder_sha256"] = encoder_sha256
     result, kept = evaluate_directions(generator, classifier, sources, directions, attribute, strengths,
                                        layers=layers, normalize=normalize, strength_unit=strength_unit,
                                        lpips_metric=lpips_metric, watch=watch,

@@ -384,7 +384,8 @@ def sample_w_plus(generator, count: int, psi_range: tuple[float, float], mix_pro
 
 @dataclasses.dataclass
 class EncoderTrainConfig:
-    """Options of ``latentedit encoder train`` (defaults: the values the shipped encoder was planned with).
+    """Options of ``latentedit encoder train`` (the shipped encoder's command, which adds real toyfaces renders
+    and a larger image weight, is in ``pretrained/toyfaces64_encoder.md``).
 
     ``ckpt``: the generator; ``batch`` (global, split across ranks), ``iters``, ``lr`` (Adam, betas
     ``(beta1, 0.999)``, linear decay to 0 over the last ``decay_iters``; None = a quarter of the run);

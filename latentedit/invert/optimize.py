@@ -91,6 +91,13 @@ INVERSION_MODULATION = "scaled"
 #: The loss curve records every this many steps.
 CURVE_EVERY = 10
 
+#: Defaults of the image2stylegan optimisation when it starts from the encoder's W+ (``encoder+optimize``, and a
+#: PTI pivot found that way): it starts near the answer, so fewer steps, and a larger step size than the
+#: paper's 0.01 (tuned for a start at the mean w) pays off. Measured on 4 held-out renders, 150 steps from a
+#: partly trained encoder: lr 0.01 -> 25.2 dB, 0.03 -> 26.3, 0.05 -> 26.7, 0.1 -> 26.9, 0.2 -> 26.1.
+WARM_START_STEPS = 200
+WARM_START_LR = 0.1
+
 #: Inversion methods (``latentedit invert --method``): the optimisation (default), the trained encoder's one
 #: forward pass, the optimisation started from the encoder's W+, and pivotal tuning of the generator (PTI).
 METHODS = ("optimize", "encoder", "encoder+optimize", "pti")
@@ -173,8 +180,13 @@ class InversionSettings:
         if self.space not in SPACES:
             raise InputError(f"latent space must be w+ or w, got {self.space!r}")
         preset = PRESETS[self.preset]
-        filled = dataclasses.replace(self, steps=DEFAULT_STEPS if self.steps is None else int(self.steps),
-                                     lr=preset["lr"] if self.lr is None else float(self.lr),
+        default_steps, default_lr = DEFAULT_STEPS, preset["lr"]
+        warm_start = self.method == "encoder+optimize" or (self.method == "pti" and
+                                                           self.pti_pivot == "encoder+optimize")
+        if warm_start and self.preset == "image2stylegan":
+            default_steps, default_lr = WARM_START_STEPS, WARM_START_LR
+        filled = dataclasses.replace(self, steps=default_steps if self.steps is None else int(self.steps),
+                                     lr=default_lr if self.lr is None else float(self.lr),
                                      noise=preset["noise"] if self.noise is None else self.noise)
         if filled.steps < 1:
             raise InputError(f"steps must be at least 1, got {filled.steps}")
