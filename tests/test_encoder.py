@@ -308,3 +308,25 @@ def test_invert_benchmark_compares_every_method_on_one_footing(ckpt, trained_run
     assert rows["pti"]["median_pivot_psnr_db"] == pytest.approx(rows["encoder"]["median_psnr_db"], abs=1e-3)
     table = bench.methods_table(report["methods"])
     assert table.count("\n") == 5 and "| pti | 0 + 3 tuning |" in table
+
+
+def test_the_shipped_encoder_fits_the_shipped_generator():
+    """pretrained/toyfaces64_encoder: under 10 MB, loads for toyfaces64 without --force, and reconstructs
+    held-out toyfaces renders far better than the mean face does."""
+    from latentedit.checkpoints import load_generator
+    from latentedit.data.toyfaces import HELDOUT_SEED, render_face
+    from latentedit.invert.optimize import image_mse01, psnr_from_mse
+    from latentedit.pretrained import PACKAGE_DIR
+
+    path = PACKAGE_DIR / "toyfaces64_encoder.safetensors"
+    assert path.stat().st_size <= 10 * 2 ** 20
+    generator, info = load_generator("toyfaces64")
+    encoder, encoder_info = load_encoder("toyfaces64_encoder", generator_sha256=info.sha256, generator=generator)
+    assert encoder_info["notes"] == []
+    faces = np.stack([render_face(HELDOUT_SEED, i, 64) for i in range(4)])
+    targets = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        encoded = psnr_from_mse(image_mse01(generator.synthesis(encoder(targets)).clamp(-1, 1), targets))
+        mean_face = generator.synthesis(generator.mean_w().expand(4, -1)).clamp(-1, 1)
+        baseline = psnr_from_mse(image_mse01(mean_face, targets))
+    assert float(encoded.median()) > 20.0 and float(encoded.median()) > float(baseline.median()) + 5
