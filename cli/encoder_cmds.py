@@ -1,6 +1,7 @@
 """CLI: ``latentedit encoder train`` (issue #23): an image → W+ encoder for a generator."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -13,6 +14,15 @@ from latentedit.invert.encoder import EncoderTrainConfig
 
 DEFAULT_RUN = "runs/encoder"
 _DEFAULTS = EncoderTrainConfig()
+_FIELD_TYPES = {field.name: field.type for field in dataclasses.fields(EncoderTrainConfig)}
+
+
+def _config_option(flag: str, help: str, **attrs):
+    """``--flag`` for the EncoderTrainConfig field of the same name: its type and default (shown in --help)."""
+    name = flag.lstrip("-").replace("-", "_")
+    value_type = {"int": int, "float": float, "str": str}[_FIELD_TYPES[name]]
+    return click.option(flag, type=value_type, default=getattr(_DEFAULTS, name), show_default=True, help=help,
+                        **attrs)
 
 
 @click.group("encoder")
@@ -27,28 +37,22 @@ def encoder_group() -> None:
                  f"{DEFAULT_RUN}]")
 @click.option("--resume", type=click.Path(), default=None,
               help="Continue from this run folder (or checkpoint file); -o defaults to it.")
-@click.option("--iters", type=int, default=_DEFAULTS.iters, show_default=True, help="Total iterations of the run.")
+@_config_option("--iters", "Total iterations of the run.")
 @click.option("--batch-size", "batch", cls=AliasOption, aliases=("--batch",), type=int, default=_DEFAULTS.batch,
               show_default=True, help="Generator samples per iteration (global; split across processes).")
-@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Adam learning rate.")
-@click.option("--beta1", type=float, default=_DEFAULTS.beta1, show_default=True, help="Adam beta1 (beta2 0.999).")
+@_config_option("--lr", "Adam learning rate.")
+@_config_option("--beta1", "Adam beta1 (beta2 0.999).")
 @click.option("--decay-iters", type=int, default=None,
               help="Linear learning-rate decay to 0 over the last N iterations [default: a quarter of --iters].")
-@click.option("--psi-min", type=float, default=_DEFAULTS.psi_min, show_default=True,
-              help="Truncation psi of each sample is drawn uniformly from [--psi-min, --psi-max].")
-@click.option("--psi-max", type=float, default=_DEFAULTS.psi_max, show_default=True, help="See --psi-min.")
-@click.option("--mix-prob", type=float, default=_DEFAULTS.mix_prob, show_default=True,
-              help="Probability that a sample's W+ rows from a random crossover on come from a second w.")
-@click.option("--row-noise", type=float, default=_DEFAULTS.row_noise, show_default=True,
-              help="Gaussian noise on every W+ row, in units of the per-dimension std of w.")
-@click.option("--latent-weight", type=float, default=_DEFAULTS.latent_weight, show_default=True,
-              help="Weight of the latent MSE on W+ (standardised by the std of w).")
-@click.option("--image-weight", type=float, default=_DEFAULTS.image_weight, show_default=True,
-              help="Weight of the pixel MSE between G(predicted W+) and the image (0: no render, faster).")
-@click.option("--lpips-weight", type=float, default=_DEFAULTS.lpips_weight, show_default=True,
-              help="Weight of LPIPS-VGG (only when the VGG16 weights are local).")
-@click.option("--delta-reg", type=float, default=_DEFAULTS.delta_reg, show_default=True,
-              help="e4e-style regulariser: pulls every W+ row's offset toward the mean row (editability).")
+@_config_option("--psi-min", "Truncation psi of each sample is drawn uniformly from [--psi-min, --psi-max].")
+@_config_option("--psi-max", "See --psi-min.")
+@_config_option("--mix-prob", "Probability that a sample's W+ rows from a random crossover on come from a second w.")
+@_config_option("--row-noise", "Gaussian noise on every W+ row, in units of the per-dimension std of w.")
+@_config_option("--latent-weight", "Weight of the latent MSE on W+ (standardised by the std of w).")
+@_config_option("--image-weight",
+                "Weight of the pixel MSE between G(predicted W+) and the image (0: no render, faster).")
+@_config_option("--lpips-weight", "Weight of LPIPS-VGG (only when the VGG16 weights are local).")
+@_config_option("--delta-reg", "e4e-style regulariser: pulls every W+ row's offset toward the mean row (editability).")
 @click.option("--perceptual", type=click.Choice(["auto", "lpips", "none"]), default=_DEFAULTS.perceptual,
               show_default=True, help="auto: LPIPS when the VGG16 weights are local, else the image loss is MSE only.")
 @click.option("--vgg-weights", type=click.Path(dir_okay=False), default=None,
@@ -57,20 +61,13 @@ def encoder_group() -> None:
               help="A folder of real images added to every iteration (image losses only).")
 @click.option("--real-batch-size", "real_batch", type=int, default=_DEFAULTS.real_batch, show_default=True,
               help="Real images per iteration (with --real).")
-@click.option("--base-channels", type=int, default=_DEFAULTS.base_channels, show_default=True,
-              help="Width of the encoder's first convolution (doubles per block).")
-@click.option("--max-channels", type=int, default=_DEFAULTS.max_channels, show_default=True,
-              help="Channel cap of the encoder's blocks.")
-@click.option("--hidden", type=int, default=_DEFAULTS.hidden, show_default=True,
-              help="Width of the vector the W+ rows are predicted from.")
-@click.option("--log-every", type=int, default=_DEFAULTS.log_every, show_default=True,
-              help="Log mean losses every N iterations.")
-@click.option("--sample-every", type=int, default=_DEFAULTS.sample_every, show_default=True,
-              help="Write a held-out sample grid (and its median PSNR) every N iterations.")
-@click.option("--snapshot-every", type=int, default=_DEFAULTS.snapshot_every, show_default=True,
-              help="Write checkpoint.pt and encoder.safetensors every N iterations.")
-@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
-              help="Seed of the initial weights and the sample stream.")
+@_config_option("--base-channels", "Width of the encoder's first convolution (doubles per block).")
+@_config_option("--max-channels", "Channel cap of the encoder's blocks.")
+@_config_option("--hidden", "Width of the vector the W+ rows are predicted from.")
+@_config_option("--log-every", "Log mean losses every N iterations.")
+@_config_option("--sample-every", "Write a held-out sample grid (and its median PSNR) every N iterations.")
+@_config_option("--snapshot-every", "Write checkpoint.pt and encoder.safetensors every N iterations.")
+@_config_option("--seed", "Seed of the initial weights and the sample stream.")
 @click.option("--device", default=_DEFAULTS.device, show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--session-iters", type=int, default=None,
               help="Stop after this many iterations of this session, with a checkpoint; rerun to continue.")

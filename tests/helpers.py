@@ -27,3 +27,21 @@ def make_generator(seed: int = 7, *, style_dim: int = 24, n_mlp: int = 2, channe
     if w_avg_samples is not None:
         generator.set_w_avg(generator.compute_w_avg(num_samples=w_avg_samples))
     return generator.eval().requires_grad_(False)
+
+
+#: Channels of the small generator the encoder and PTI tests train against (fast enough for many steps).
+SMALL_CHANNELS = {4: 16, 8: 16, 16: 8, 32: 8}
+
+
+def make_small_generator(seed: int) -> Generator:
+    """A 32 px generator with ``style_dim`` 16 and :data:`SMALL_CHANNELS`, noise strengths 0.2, mean w set."""
+    return make_generator(seed, style_dim=16, channels=SMALL_CHANNELS, noise_weight=0.2, w_avg_samples=256)
+
+
+def run_cli(*args):
+    """Invoke the ``latentedit`` command in-process with ``args`` (str() of each); exceptions propagate."""
+    from click.testing import CliRunner
+
+    from latentedit.cli.main import cli
+
+    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)

@@ -12,24 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from latentedit import io as lio
 from latentedit.checkpoints import save_native
-from latentedit.cli.main import cli
 from latentedit.errors import InputError
 from latentedit.model import Generator
-from helpers import make_generator
+from helpers import make_generator, run_cli
 
 pytestmark = pytest.mark.usefixtures("single_thread", "private_caches")
 
 ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 ALL_GIVEN = ["Black_Hair=1,Blond_Hair=0,Brown_Hair=0,Male=1,Young=1"]
-
-
-def run_cli(*args):
-    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
 
 
 def strict_json(path: Path):

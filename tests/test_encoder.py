@@ -10,26 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from latentedit.checkpoints import save_native
-from latentedit.cli.main import cli
 from latentedit.errors import CheckpointError
 from latentedit.invert.encoder import (EXPORT_NAME, EncoderTrainConfig, build_encoder, load_encoder, save_encoder,
                                        train_encoder)
 from latentedit.invert.optimize import InversionSettings
 from latentedit.invert.pti import invert_with_method
-from helpers import make_generator
+from helpers import make_generator, make_small_generator, run_cli
 
 pytestmark = pytest.mark.usefixtures("single_thread", "private_caches")
 
 #: A tiny encoder: the architecture of the shipped one at a fraction of the width.
 TINY = {"base_channels": 8, "max_channels": 32, "hidden": 64}
-
-
-def run_cli(*args):
-    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
 
 
 def tiny_config(ckpt: Path, **overrides) -> EncoderTrainConfig:
@@ -41,8 +35,7 @@ def tiny_config(ckpt: Path, **overrides) -> EncoderTrainConfig:
 
 @pytest.fixture(scope="module")
 def generator():
-    return make_generator(4, style_dim=16, channels={4: 16, 8: 16, 16: 8, 32: 8}, noise_weight=0.2,
-                          w_avg_samples=256)
+    return make_small_generator(4)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +46,7 @@ def ckpt(generator, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def other_ckpt(tmp_path_factory) -> Path:
     """Another generator of the same shapes (another sha256)."""
-    other = make_generator(5, style_dim=16, channels={4: 16, 8: 16, 16: 8, 32: 8}, noise_weight=0.2,
-                           w_avg_samples=256)
+    other = make_small_generator(5)
     return save_native(other, tmp_path_factory.mktemp("other") / "other.safetensors")
 
 

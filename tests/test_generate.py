@@ -11,10 +11,7 @@ from PIL import Image
 from latentedit.cli.main import cli
 from latentedit.latents import as_w_or_w_plus, parse_seeds, z_from_seeds
 from latentedit.errors import InputError
-
-
-def run_cli(*args):
-    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+from helpers import run_cli
 
 
 def test_parse_seeds_ranges_and_errors():

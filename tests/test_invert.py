@@ -13,20 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from latentedit.checkpoints import load_generator, save_native
-from latentedit.cli.main import cli
 from latentedit.errors import InputError
 from latentedit.invert.optimize import InversionSettings, invert, noise_regularization, prepare_perceptual, projector_lr
 from latentedit.model import Generator
 from latentedit.invert.perceptual import VGG16_FILENAME, build_perceptual, choose_perceptual
-from helpers import make_generator
-
-
-def run_cli(*args):
-    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+from helpers import make_generator, run_cli
 
 
 @pytest.fixture(scope="module")

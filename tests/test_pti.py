@@ -7,26 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from latentedit.checkpoints import inspect_checkpoint, load_generator, save_native
-from latentedit.cli.main import cli
 from latentedit.io import sha256_file
 from latentedit.invert.pti import tune_generator
-from helpers import make_generator
+from helpers import make_small_generator, run_cli
 
 pytestmark = pytest.mark.usefixtures("single_thread", "private_caches")
 
 
-def run_cli(*args):
-    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
-
-
 @pytest.fixture(scope="module")
 def generator():
-    return make_generator(6, style_dim=16, channels={4: 16, 8: 16, 16: 8, 32: 8}, noise_weight=0.2,
-                          w_avg_samples=256)
+    return make_small_generator(6)
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ import torch.nn.functional as F
 
 from latentedit.baselines import faststyle, stargan
 from latentedit.baselines.celeba_split import StarGANCelebA
-from latentedit.errors import CheckpointError, InputError
+from latentedit.errors import InputError
 from latentedit.train import common
 
 CHECKPOINT_FORMAT = "latentedit.baselines.stargan"
@@ -283,7 +283,7 @@ def _bce_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # Training
 
-class _Trainer:
+class _Trainer(common.RunClock):
     """State and steps of one run; :func:`train_stargan` is the public entry point."""
 
     STAT_NAMES = ("d_loss_real", "d_loss_fake", "d_loss_cls", "d_loss_gp", "d_loss", "d_cls_acc", "d_steps",
@@ -307,9 +307,7 @@ class _Trainer:
         self.discriminator = faststyle.build_discriminator(self.d_config).to(self.device)
         self.g_optim = torch.optim.Adam(self.generator.parameters(), config.g_lr, (config.beta1, config.beta2))
         self.d_optim = torch.optim.Adam(self.discriminator.parameters(), config.d_lr, (config.beta1, config.beta2))
-        self.step = 0
-        self.wall_before = 0.0
-        self.resumed_step = None
+        self.start_clock()
         if checkpoint is not None:
             self._load(checkpoint)
         restored = common.restore_rng_state(context, checkpoint.get("rng") if checkpoint else None,
@@ -335,20 +333,12 @@ class _Trainer:
             self.g_train, self.d_train = self.generator, self.discriminator
 
     def _load(self, checkpoint: dict) -> None:
-        try:
+        with common.fitting_checkpoint():
             self.generator.load_state_dict(checkpoint["g"])
             self.discriminator.load_state_dict(checkpoint["d"])
             self.g_optim.load_state_dict(checkpoint["g_optim"])
             self.d_optim.load_state_dict(checkpoint["d_optim"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise CheckpointError(f"training checkpoint does not fit the configured networks: {first_line}") from None
-        self.step = int(checkpoint["step"])
-        self.wall_before = float(checkpoint.get("wall_s", 0.0))
-        self.resumed_step = self.step
-
-    def wall_time(self) -> float:
-        return self.wall_before + (time.perf_counter() - self.started)
+        self.resume_clock(checkpoint)
 
     # ---------------------------------------------------------------------------------------------
     def set_learning_rates(self) -> float:

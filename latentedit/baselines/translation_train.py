@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.distributed as dist
 
-from latentedit.errors import CheckpointError, InputError
+from latentedit.errors import InputError
 from latentedit.train import common
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -140,7 +140,7 @@ def random_crop_flip(images: list[torch.Tensor], size: int, flip: bool) -> list[
     return outputs
 
 
-class TranslationTrainer:
+class TranslationTrainer(common.RunClock):
     """State and loop of one run; subclasses define the networks and the iteration.
 
     Subclass hooks: ``CHECKPOINT_FORMAT``, ``WHAT`` (``CycleGAN``), ``STAT_NAMES`` (losses averaged into the
@@ -169,10 +169,7 @@ class TranslationTrainer:
         self.optims: dict[str, torch.optim.Optimizer] = {}
         self.optim_params: dict[str, list[torch.nn.Module]] = {}
         self.build()
-        self.step = 0
-        self.wall_before = 0.0
-        self.resumed_step = None
-        self.started = time.perf_counter()
+        self.start_clock()
         if checkpoint is not None:
             self._load(checkpoint)
         restored = common.restore_rng_state(context, checkpoint.get("rng") if checkpoint else None,
@@ -237,21 +234,13 @@ class TranslationTrainer:
 
     # -- state -------------------------------------------------------------------------------------------
     def _load(self, checkpoint: dict) -> None:
-        try:
+        with common.fitting_checkpoint():
             for name, net in self.nets.items():
                 net.load_state_dict(checkpoint["nets"][name], strict=True)
             for name, optim in self.optims.items():
                 optim.load_state_dict(checkpoint["optims"][name])
             self.load_extra_state(checkpoint)
-        except (RuntimeError, ValueError, KeyError) as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise CheckpointError(f"training checkpoint does not fit the configured networks: {first_line}") from None
-        self.step = int(checkpoint["step"])
-        self.wall_before = float(checkpoint.get("wall_s", 0.0))
-        self.resumed_step = self.step
-
-    def wall_time(self) -> float:
-        return self.wall_before + (time.perf_counter() - self.started)
+        self.resume_clock(checkpoint)
 
     def set_learning_rates(self) -> float:
         factor = lr_factor(self.step, self.config.iters, self.config.decay_iters)

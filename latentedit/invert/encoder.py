@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentedit.errors import CheckpointError, InputError, LatentEditError
+from latentedit.train import common
 
 FORMAT_NAME = "latentedit-encoder"
 FORMAT_VERSION = "1"
@@ -506,14 +507,12 @@ def _offset_spread(offsets: torch.Tensor) -> torch.Tensor:
     return (offsets - offsets.mean(dim=1, keepdim=True)).square().mean(dim=(1, 2))
 
 
-class _EncoderRun:
+class _EncoderRun(common.RunClock):
     """State and loop of one encoder training run (one per process)."""
 
     def __init__(self, config: EncoderTrainConfig, run_dir: Path, context, generator, checkpoint_info: dict,
                  lpips_loss, checkpoint: dict | None, real_images: torch.Tensor | None, progress: bool,
                  session_iters: int | None, report: Callable[[str], None]):
-        from latentedit.train import common
-
         self.common = common
         self.config = config
         self.run_dir = run_dir
@@ -531,20 +530,12 @@ class _EncoderRun:
         self.encoder = build_encoder(generator, config.base_channels, config.max_channels, config.hidden,
                                      seed=config.seed).train()
         self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
-        self.step = 0
-        self.wall_before = 0.0
-        self.resumed_step = None
-        self.started = time.perf_counter()
+        self.start_clock()
         if checkpoint is not None:
-            try:
+            with common.fitting_checkpoint("this encoder"):
                 self.encoder.load_state_dict(checkpoint["encoder"], strict=True)
                 self.optimizer.load_state_dict(checkpoint["optimizer"])
-            except (RuntimeError, ValueError, KeyError) as error:
-                first = str(error).strip().splitlines()[0]
-                raise CheckpointError(f"training checkpoint does not fit this encoder: {first}") from None
-            self.step = int(checkpoint["step"])
-            self.wall_before = float(checkpoint.get("wall_s", 0.0))
-            self.resumed_step = self.step
+            self.resume_clock(checkpoint)
         restored = common.restore_rng_state(context, checkpoint.get("rng") if checkpoint else None,
                                             fallback_seed=config.seed + 7919 * (self.step + 1))
         if checkpoint is not None and not restored and context.is_main:
@@ -557,8 +548,6 @@ class _EncoderRun:
         with torch.no_grad():
             self.fixed_images = generator.synthesis(self.fixed_w).clamp(-1, 1)
 
-    def wall_time(self) -> float:
-        return self.wall_before + (time.perf_counter() - self.started)
 
     def training_record(self) -> dict:
         return {"step": self.step, "nimg": self.step * self.config.batch, "options": self.config.to_dict(),

@@ -15,6 +15,7 @@ Nothing here knows about a particular network. A trainer composes them:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -24,6 +25,7 @@ import math
 import os
 import re
 import signal
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -244,6 +246,39 @@ def find_resume_checkpoint(run_dir: str | os.PathLike, resume: str | os.PathLike
         return path
     candidate = Path(run_dir) / checkpoint_name
     return candidate if candidate.is_file() else None
+
+
+class RunClock:
+    """Mixin for a training run that may resume: ``step`` (steps done so far), ``resumed_step`` (the step a
+    resumed session started from; None for a fresh run) and :meth:`wall_time` (training seconds summed over
+    every session, so a killed and resumed run reports what it cost in all)."""
+
+    def start_clock(self) -> None:
+        self.step = 0
+        self.wall_before = 0.0
+        self.resumed_step = None
+        self.started = time.perf_counter()
+
+    def resume_clock(self, checkpoint: Mapping[str, Any]) -> None:
+        """Continue the count and the wall time of ``checkpoint`` (its ``step`` and ``wall_s``)."""
+        self.step = int(checkpoint["step"])
+        self.wall_before = float(checkpoint.get("wall_s", 0.0))
+        self.resumed_step = self.step
+
+    def wall_time(self) -> float:
+        return self.wall_before + (time.perf_counter() - self.started)
+
+
+@contextlib.contextmanager
+def fitting_checkpoint(what: str = "the configured networks") -> Iterator[None]:
+    """Around ``load_state_dict`` calls: a training checkpoint whose tensors or keys do not fit (the
+    RuntimeError, ValueError or KeyError torch raises, often many lines long) becomes one
+    :class:`CheckpointError` line naming ``what`` and the first line of the cause."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"training checkpoint does not fit {what}: {first_line}") from None
 
 
 def read_run_checkpoint(path: str | os.PathLike, format_tag: str, required: tuple[str, ...], what: str) -> dict:

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentedit.errors import CheckpointError, InputError
+from latentedit.errors import InputError
 from latentedit.model import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from latentedit.train import common
 
@@ -329,7 +329,7 @@ def _crossed(previous_nimg: int, nimg: int, interval: int) -> bool:
     return interval > 0 and nimg // interval > previous_nimg // interval
 
 
-class _Trainer:
+class _Trainer(common.RunClock):
     """State and steps of one training run; :func:`train_stylegan2` is the public entry point."""
 
     def __init__(self, config: StyleGAN2TrainConfig, run_dir: Path, context: common.DistributedContext,
@@ -360,11 +360,9 @@ class _Trainer:
         self.d_optim = self._adam(self.discriminator, d_ratio)
         self.g_ratio, self.d_ratio = g_ratio, d_ratio
 
-        self.step = 0
+        self.start_clock()
         self.nimg = 0
-        self.wall_before = 0.0
         self.pl_mean = torch.zeros((), device=self.device)
-        self.resumed_step = None
         self.data_skipped: str | None = None  # the data set's skip summary, logged with the start event
         if checkpoint is not None:
             self._load(checkpoint)
@@ -400,25 +398,20 @@ class _Trainer:
         return torch.optim.Adam(module.parameters(), lr=lr, betas=betas, eps=1e-8)
 
     def _load(self, checkpoint: dict) -> None:
-        try:
+        with common.fitting_checkpoint():
             self.generator.load_state_dict(checkpoint["g"])
             self.discriminator.load_state_dict(checkpoint["d"])
             self.g_ema.load_state_dict(checkpoint["g_ema"])
             self.g_optim.load_state_dict(checkpoint["g_optim"])
             self.d_optim.load_state_dict(checkpoint["d_optim"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise CheckpointError(f"training checkpoint does not fit the configured networks: {first_line}") from None
         # Learning rates may have been changed on the command line; the optimiser state keeps moments only.
         for optim, ratio in ((self.g_optim, self.g_ratio), (self.d_optim, self.d_ratio)):
             for group in optim.param_groups:
                 group["lr"] = self.config.lr * ratio
                 group["betas"] = (0.0 ** ratio, 0.99 ** ratio)
-        self.step = int(checkpoint["step"])
+        self.resume_clock(checkpoint)
         self.nimg = int(checkpoint["nimg"])
-        self.wall_before = float(checkpoint.get("wall_s", 0.0))
         self.pl_mean.fill_(float(checkpoint.get("pl_mean", 0.0)))
-        self.resumed_step = self.step
 
     def _random_latents(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
         """``(z, z_mix, crossover)`` with style mixing applied with probability ``mixing_prob``."""
@@ -518,8 +511,6 @@ class _Trainer:
             "args": self.config.to_dict(),
         }
 
-    def wall_time(self) -> float:
-        return self.wall_before + (time.perf_counter() - self.started)
 
     def fingerprints(self) -> list[str]:
         """Each rank's sha256 of (G, D, G_ema) weights, in rank order (a collective)."""
