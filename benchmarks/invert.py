@@ -129,7 +129,7 @@ def quality(ckpt: str, count: int, steps: int, checkpoints: list[int], goal_psnr
 
 
 def methods_quality(ckpt: str, count: int, methods, *, encoder_name: str, steps: int, eo_steps: int,
-                    pti_steps: int, pti_pivot: str, pti_pivot_steps: int, encoder_batch: int,
+                    pti_steps: int, pti_lr: float, pti_pivot: str, pti_pivot_steps: int, encoder_batch: int,
                     goal_psnr: float | None, device: str,
                     checkpoints: list[int], optimize_row: dict | None = None, figure: str | None = None,
                     figure_count: int = 8) -> list[dict]:
@@ -177,7 +177,7 @@ def methods_quality(ckpt: str, count: int, methods, *, encoder_name: str, steps:
         else:
             method_steps = {"optimize": steps, "encoder+optimize": eo_steps}.get(method, pti_pivot_steps)
             settings = InversionSettings(method=method, steps=method_steps,
-                                         pti_steps=pti_steps, pti_pivot=pti_pivot)
+                                         pti_steps=pti_steps, pti_lr=pti_lr, pti_pivot=pti_pivot)
             results = []
             for i in range(count):  # one image at a time, as a user inverts a photo
                 results += invert_with_method(generator, targets[i:i + 1], settings, names=names[i:i + 1],
@@ -186,7 +186,7 @@ def methods_quality(ckpt: str, count: int, methods, *, encoder_name: str, steps:
             ran = 0 if method == "pti" and pti_pivot == "encoder" else settings.steps
             row.update(steps=ran, median_wall_s_per_image=statistics.median(r.wall_time_s for r in results))
             if method == "pti":
-                row.update(pti_steps=pti_steps, pti_pivot=pti_pivot,
+                row.update(pti_steps=pti_steps, pti_lr=pti_lr, pti_pivot=pti_pivot,
                            median_pivot_psnr_db=statistics.median(r.extra["pti"]["pivot_psnr_db"] for r in results),
                            median_tuning_s=statistics.median(r.extra["pti"]["wall_time_s"] for r in results),
                            curve=[{"step": entry["step"],
@@ -226,7 +226,8 @@ def methods_quality(ckpt: str, count: int, methods, *, encoder_name: str, steps:
 
 
 def editability(ckpt: str, methods, *, encoder_name: str, n: int, vec: str, strength: float, layers: str,
-                invert_steps: int, pti_steps: int, pti_pivot: str, out_dir: str, device: str) -> list[dict]:
+                invert_steps: int, pti_steps: int, pti_lr: float, pti_pivot: str, out_dir: str,
+                device: str) -> list[dict]:
     """Editability per method: ``evaluate edit`` of the blond direction on held-out faces each method inverted."""
     from latentedit.checkpoints import load_generator
     from latentedit.evaluate import evaluate_edit_to_folder, load_attribute_classifier
@@ -236,7 +237,8 @@ def editability(ckpt: str, methods, *, encoder_name: str, n: int, vec: str, stre
     classifier, classifier_info = load_attribute_classifier(None, device=device)
     rows = []
     for method in methods:
-        settings = InversionSettings(steps=invert_steps, method=method, pti_steps=pti_steps, pti_pivot=pti_pivot,
+        settings = InversionSettings(steps=invert_steps, method=method, pti_steps=pti_steps, pti_lr=pti_lr,
+                                     pti_pivot=pti_pivot,
                                      encoder=encoder_name if method != "optimize" else None)
         started = time.perf_counter()
         result = evaluate_edit_to_folder(
@@ -248,7 +250,8 @@ def editability(ckpt: str, methods, *, encoder_name: str, n: int, vec: str, stre
         base = result["sources"]["details"]["baseline"]
         row = {"method": method, "n": result["sources"]["count"], "strength": strength, "layers": layers,
                "invert_steps": invert_steps if method != "encoder" else 0,
-               "pti_steps": pti_steps if method == "pti" else None, "pti_pivot": pti_pivot if method == "pti" else None,
+               "pti_steps": pti_steps if method == "pti" else None, "pti_lr": pti_lr if method == "pti" else None,
+               "pti_pivot": pti_pivot if method == "pti" else None,
                "inversion_psnr_db": base["inversion_psnr_db"],
                "reconstruction_psnr_to_truth_db": base["reconstruction_psnr_to_truth_db"],
                "success_rate": record["success_rate"], "male_flips": record["flips"].get("Male"),
@@ -509,6 +512,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eo-steps", type=int, default=200,
                         help="Steps of encoder+optimize in (c).")
     parser.add_argument("--pti-steps", type=int, default=200, help="PTI tuning steps in (c).")
+    parser.add_argument("--pti-lr", type=float, default=None,
+                        help="PTI learning rate in (c) [default: invert's --pti-lr default].")
     parser.add_argument("--pti-pivot", default="encoder+optimize", choices=["optimize", "encoder", "encoder+optimize"])
     parser.add_argument("--pti-pivot-steps", type=int, default=200, help="Steps of an optimised PTI pivot in (c).")
     parser.add_argument("--methods-figure", default=None, help="PNG: targets, then each method's reconstructions.")
@@ -551,16 +556,21 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print(quality_table(report["quality"]))
     if args.methods:
+        from latentedit.invert.optimize import InversionSettings
+
+        pti_lr = InversionSettings().pti_lr if args.pti_lr is None else args.pti_lr
         optimize_row = next((r for r in report.get("quality", [])
                              if (r["preset"], r["space"]) == ("image2stylegan", "w+") and r["steps"] == args.steps),
                             None)
         print(f"\n(c) inversion methods: {args.count} held-out faces, {args.ckpt}, encoder {args.encoder}")
         report["methods"] = {
             "settings": {"steps": args.steps, "eo_steps": args.eo_steps, "pti_steps": args.pti_steps,
+                         "pti_lr": pti_lr,
                          "pti_pivot": args.pti_pivot, "pti_pivot_steps": args.pti_pivot_steps,
                          "encoder": args.encoder, "encoder_batch": args.encoder_batch},
             "quality": methods_quality(args.ckpt, args.count, args.methods, encoder_name=args.encoder,
                                        steps=args.steps, eo_steps=args.eo_steps, pti_steps=args.pti_steps,
+                                       pti_lr=pti_lr,
                                        pti_pivot=args.pti_pivot, pti_pivot_steps=args.pti_pivot_steps,
                                        encoder_batch=args.encoder_batch,
                                        goal_psnr=None, device=device,
@@ -573,7 +583,8 @@ def main(argv: list[str] | None = None) -> None:
             report["methods"]["editability"] = editability(
                 args.ckpt, args.methods, encoder_name=args.encoder, n=args.edit_n, vec=args.edit_vec,
                 strength=args.edit_strength, layers=args.edit_layers, invert_steps=args.edit_invert_steps,
-                pti_steps=args.pti_steps, pti_pivot=args.pti_pivot, out_dir=args.edit_out, device=device)
+                pti_steps=args.pti_steps, pti_lr=pti_lr, pti_pivot=args.pti_pivot, out_dir=args.edit_out,
+                device=device)
             save()
         print()
         print(methods_table(report["methods"]))

@@ -288,7 +288,7 @@ def test_invert_benchmark_compares_every_method_on_one_footing(ckpt, trained_run
         bench.main(["--ckpt", str(ckpt), "--count", "2", "--steps", "6", "--checkpoints", "2", "4", "6",
                     "--configs", "image2stylegan:w+", "--methods", "optimize", "encoder", "encoder+optimize", "pti",
                     "--encoder", str(trained_run), "--encoder-batch", "2", "--eo-steps", "4", "--pti-steps", "3",
-                    "--pti-pivot", "encoder", "--speed-sizes", "--json", str(out)])
+                    "--pti-lr", "0.003", "--pti-pivot", "encoder", "--speed-sizes", "--json", str(out)])
     report = json.loads(out.read_text())
     rows = {row["method"]: row for row in report["methods"]["quality"]}
     assert list(rows) == ["optimize", "encoder", "encoder+optimize", "pti"]
@@ -297,6 +297,7 @@ def test_invert_benchmark_compares_every_method_on_one_footing(ckpt, trained_run
     assert rows["encoder+optimize"]["curve"][0]["step"] == 0  # starts from the encoder's PSNR
     assert rows["encoder+optimize"]["median_psnr_db"] >= rows["encoder"]["median_psnr_db"] - 1e-6
     assert rows["pti"]["median_psnr_db"] > rows["pti"]["median_pivot_psnr_db"]
+    assert rows["pti"]["pti_lr"] == report["methods"]["settings"]["pti_lr"] == 0.003
     assert rows["pti"]["median_pivot_psnr_db"] == pytest.approx(rows["encoder"]["median_psnr_db"], abs=1e-3)
     table = bench.methods_table(report["methods"])
     assert table.count("\n") == 5 and "| pti | 0 + 3 tuning |" in table
