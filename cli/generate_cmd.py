@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import click
-from latentedit.cli.options import AliasOption, out_option, progress_option
+from latentedit.cli.options import AliasOption, out_option, precision_option, progress_option
 
 CKPT_HELP = ("Checkpoint: a shipped name (toyfaces64), a rosinality .pt, an NVIDIA stylegan2-ada or stylegan3 "
              ".pkl or a latentedit .safetensors file.")
@@ -36,11 +36,12 @@ def _parse_pair(ctx, param, value):
 @click.option("--grid/--no-grid", default=True, show_default=True, help="Also write grid.png.")
 @click.option("--batch-size", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@precision_option("What the synthesis computes in (the mapping network and truncation stay float32).")
 @out_option("out_dir", type=click.Path(file_okay=False), default="generated", show_default=True,
             help="Output folder.")
 @progress_option("Show a progress bar (when there is more than one batch).")
 def generate_command(ckpt, seeds, latent_path, truncation, truncation_cutoff, noise_mode, translate, rotate, grid,
-                     batch_size, device, out_dir, progress):
+                     batch_size, device, precision, out_dir, progress):
     """Generate images from seeds or a latent file.
 
     Writes <name>.png and <name>.npy (its W+ [num_ws, w_dim]) per image, w_plus.npy with all of them,
@@ -74,7 +75,7 @@ def generate_command(ckpt, seeds, latent_path, truncation, truncation_cutoff, no
                                   latent_path=latent_path, truncation=truncation,
                                   truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, grid=grid,
                                   batch_size=batch_size, progress=resolve_progress(progress),
-                                  input_transform=transform)
+                                  input_transform=transform, precision=precision)
     click.echo(f"wrote {len(manifest['names'])} image(s) of {generator.size}x{generator.size} to {out_dir} "
                f"({manifest['wall_time_s']:.1f} s)")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 from latentedit.cli.generate_cmd import CKPT_HELP
-from latentedit.cli.options import out_option, progress_option
+from latentedit.cli.options import out_option, precision_option, progress_option
 
 from latentedit.progress import resolve_progress
 
@@ -69,11 +69,13 @@ from latentedit.progress import resolve_progress
               help="With --method pti: weight of the locality regulariser (keeps the tuned generator's images "
                    "between the pivot and random faces as the original's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@precision_option("What the optimisation's generator passes compute in (the final render is float32; PTI's "
+                  "tuning always float32).")
 @progress_option("Show a progress bar.")
 def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, vgg_weights, mse_weight,
                    perceptual_weight, noise, noise_regularize, batch_size, seed, target_psnr, save_video, overwrite,
                    align, detector, all_faces, min_confidence, method, encoder, force, pti_pivot, pti_steps, pti_lr,
-                   pti_locality, device, progress):
+                   pti_locality, device, precision, progress):
     """Invert images (files or folders) into the generator's W+ (or W) space.
 
     Per image <stem>: <stem>.npy (the latent, read by `generate --latent`), <stem>.png (reconstruction),
@@ -110,7 +112,7 @@ def invert_command(images, ckpt, out_dir, preset, space, steps, lr, perceptual, 
                                  noise_regularize=noise_regularize, batch_size=batch_size, seed=seed,
                                  target_psnr=target_psnr, save_video=save_video, vgg_weights=vgg_weights,
                                  method=method, encoder=encoder, force=force, pti_steps=pti_steps, pti_lr=pti_lr,
-                                 pti_locality=pti_locality, pti_pivot=pti_pivot)
+                                 pti_locality=pti_locality, pti_pivot=pti_pivot, precision=precision)
     if encoder is not None and not settings.uses_encoder():
         raise InputError("--encoder is used by --method encoder, encoder+optimize and pti with an encoder --pti-pivot")
     if not align and (detector != "auto" or all_faces):

@@ -116,4 +116,7 @@ for _module_name in COMMAND_MODULES:
 
 
 def main() -> None:
+    from latentedit.device import tune_cpu_allocator
+
+    tune_cpu_allocator()  # keeps large tensor buffers mapped between steps (see its docstring)
     cli(prog_name="latentedit")

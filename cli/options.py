@@ -77,3 +77,13 @@ def progress_option(help: str = "Show a progress bar.", *, quiet_alias: bool = F
     return click.option("--progress/--no-progress", "progress", cls=AliasOption, default=None,
                         secondary_aliases=("--quiet",) if quiet_alias else (),
                         help=f"{help} {PROGRESS_DEFAULT}")
+
+
+def precision_option(help: str = "What the generator computes in."):
+    """``--precision fp32|bf16|fp16|auto`` (default fp32); see :mod:`latentedit.precision`."""
+    return click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
+                        show_default=True,
+                        help=f"{help} bf16/fp16: autocast for the generator's forward passes (latents, optimiser "
+                             f"state and losses stay float32); auto: bf16 on CPUs and GPUs that have it, fp16 on "
+                             f"GPUs for checkpoints with conv_clamp, else fp32. Reduced precision changes the "
+                             f"output bytes.")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import click
-from latentedit.cli.options import out_option, progress_option
+from latentedit.cli.options import out_option, precision_option, progress_option
 
 from latentedit.progress import resolve_progress
 
@@ -47,10 +47,11 @@ CKPT_HELP = ("Checkpoint: a shipped name (toyfaces64), a rosinality .pt, an NVID
 @click.option("--fit-samples", type=click.IntRange(2, 100_000_000), default=1_000_000, show_default=True,
               help="z samples of the Gaussian fit of the mapping network (cached per generator).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@precision_option("What the search's generator passes compute in.")
 @progress_option("Show progress bars.")
 def pulse_command(refs, ckpt, out_dir, seed, duplicates, steps, lr, lr_schedule, loss, eps, noise_type,
                   num_trainable_noise_layers, bad_noise_layers, tile_latent, optimizer, batch_size, stop_at_eps,
-                  save_intermediate, strict, fit_samples, device, progress):
+                  save_intermediate, strict, fit_samples, device, precision, progress):
     """Find faces whose downscale matches each reference (PULSE).
 
     Writes per result <name>.png, <name>_lr.png (its downscale), <name>.npy (the W+ [num_ws, w_dim] fed
@@ -65,7 +66,7 @@ def pulse_command(refs, ckpt, out_dir, seed, duplicates, steps, lr, lr_schedule,
     settings = PulseSettings(steps=steps, lr=lr, lr_schedule=lr_schedule, loss=loss, eps=eps, noise_type=noise_type,
                              num_trainable_noise_layers=num_trainable_noise_layers,
                              bad_noise_layers=bad_noise_layers, tile_latent=tile_latent, optimizer=optimizer,
-                             stop_at_eps=stop_at_eps, fit_samples=fit_samples)
+                             stop_at_eps=stop_at_eps, fit_samples=fit_samples, precision=precision)
     records = pulse_to_folder(generator, list(refs), out_dir, settings, seed=seed, duplicates=duplicates,
                               batch_size=batch_size, checkpoint_info=info.to_dict(),
                               save_intermediate=save_intermediate, progress=resolve_progress(progress),

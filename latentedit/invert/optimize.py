@@ -65,6 +65,7 @@ from latentedit import io
 from latentedit.errors import InputError, LatentEditError
 from latentedit.model.generator import Generator
 from latentedit.model.sampling import W_SPREAD_SAMPLES, w_spread
+from latentedit.precision import PRECISIONS, compute, generator_precision
 from latentedit.invert.perceptual import PerceptualDistance, build_perceptual, choose_perceptual
 
 #: Optimisation steps when the user gives none (the reference projectors' value; the paper used 5000).
@@ -142,6 +143,12 @@ class InversionSettings:
     the encoder's W+) or ``pti`` (a ``pti_pivot`` latent, then ``pti_steps`` Adam steps of lr ``pti_lr`` on
     the generator's synthesis weights with the locality regulariser weighted ``pti_locality``; see
     :mod:`latentedit.invert.pti`). ``force``: use an encoder trained for another generator.
+
+    ``precision`` (:data:`latentedit.precision.PRECISIONS`): what the generator's forward passes of the
+    optimisation compute in (``bf16``/``fp16`` autocast; latents, optimiser state and the loss stay float32;
+    ``auto`` is resolved per device by :func:`latentedit.precision.resolve_precision`). The final render and
+    its metrics are float32, so they describe the saved latent as every other command renders it. PTI's
+    weight tuning always runs in float32.
     """
 
     preset: str = "image2stylegan"
@@ -166,6 +173,7 @@ class InversionSettings:
     pti_lr: float = 3e-4
     pti_locality: float = 0.1
     pti_pivot: str = "optimize"
+    precision: str = "fp32"
 
     def uses_encoder(self) -> bool:
         """Whether the method (or PTI's pivot) runs the encoder."""
@@ -214,12 +222,16 @@ class InversionSettings:
             raise InputError(f"--pti-lr must be a positive number, got {filled.pti_lr}")
         if not (filled.pti_locality >= 0 and math.isfinite(filled.pti_locality)):
             raise InputError(f"--pti-locality must be a finite number >= 0, got {filled.pti_locality}")
+        if filled.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {filled.precision!r}; use one of {', '.join(PRECISIONS)}")
         return filled
 
     def to_dict(self) -> dict:
         """The settings as a dict. For the default ``optimize`` method the method fields are left out, so
         the dict (and every cache key and record made from it) is what it was before the methods existed."""
         data = dataclasses.asdict(self)
+        if self.precision == "fp32":  # likewise for the default precision
+            data.pop("precision")
         if self.method == "optimize":
             for key in ("method",) + ENCODER_FIELDS + PTI_FIELDS:
                 data.pop(key)
@@ -357,6 +369,7 @@ def invert(generator: Generator, targets: torch.Tensor, settings: InversionSetti
 
     started = time.perf_counter()
     device = next(generator.parameters()).device
+    precision = generator_precision(settings.precision, generator)
     targets = targets.to(device=device, dtype=torch.float32)
     requires_grad = [p.requires_grad for p in generator.parameters()]
     generator.requires_grad_(False)
@@ -394,8 +407,10 @@ def invert(generator: Generator, targets: torch.Tensor, settings: InversionSetti
         failures: list[str | None] = [None] * batch
         frame_every = max(1, settings.steps // settings.video_frames)
 
-        def objective(rendered_latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            images = generator.synthesis(rendered_latent, noise_maps, modulation=INVERSION_MODULATION)
+        def objective(rendered_latent: torch.Tensor, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+            with compute(precision, device):
+                images = generator.synthesis(rendered_latent, noise_maps, modulation=INVERSION_MODULATION)
+            images = images.float()
             per_image = mse_weight * (images - targets).square().mean(dim=(1, 2, 3))
             if perceptual is not None and settings.perceptual_weight > 0:
                 per_image = per_image + settings.perceptual_weight * perceptual(images, target_features)
@@ -418,7 +433,7 @@ def invert(generator: Generator, targets: torch.Tensor, settings: InversionSetti
                 if strength > 0:
                     draws = torch.stack([torch.randn(shape[1:], generator=stream) for stream in streams])
                     rendered_latent = latent + strength * draws.to(device)
-            images, per_image = objective(rendered_latent)
+            images, per_image = objective(rendered_latent, precision)
             with torch.no_grad():
                 mse = image_mse01(images, targets).cpu()
                 psnr = psnr_from_mse(mse)
@@ -762,6 +777,8 @@ def invert_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
         generator, info = loaded if loaded is not None else load_generator(ckpt, device=context.device)
         generator = generator.to(context.device)
         checkpoint_info = info.to_dict() if hasattr(info, "to_dict") else dict(info)
+        # Manifests and the skip check record the precision that ran (auto -> fp32 / bf16 / fp16 here).
+        settings = dataclasses.replace(settings, precision=generator_precision(settings.precision, generator))
         encoder = None
         if settings.uses_encoder():  # before any notice: a wrong encoder is the one line the user sees
             from latentedit.invert.encoder import DEFAULT_ENCODER, load_encoder

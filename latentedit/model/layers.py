@@ -100,6 +100,12 @@ class Upsample(nn.Module):
         return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
 
 
+def float32_region(like: torch.Tensor):
+    """Autocast switched off on ``like``'s device: styles, demodulation factors and the RGB skip image stay
+    float32 when the convolutions run in bf16/fp16 (:mod:`latentedit.precision`). Changes nothing in float32."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
 def auto_strategy(x: torch.Tensor, styles: torch.Tensor) -> str:
     """The modulation strategy ``auto`` picks, from ``benchmarks/generator.py`` measurements.
 
@@ -149,13 +155,15 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(blur_taps, pad=((excess + 1) // 2 + factor - 1, excess // 2 + 1), gain=factor ** 2)
 
     def styles(self, w: torch.Tensor) -> torch.Tensor:
-        """Per-sample input-channel scales including the weight gain, ``[N, in]``."""
-        return self.modulation(w) * self.scale
+        """Per-sample input-channel scales including the weight gain, ``[N, in]``, float32 under autocast."""
+        with float32_region(w):
+            return self.modulation(w) * self.scale
 
     def demodulation(self, styles: torch.Tensor) -> torch.Tensor:
-        """``rsqrt(sum_{in,kh,kw} (W * s)**2 + 1e-8)`` as ``[N, out]``."""
-        weight_energy = self.weight[0].square().sum(dim=(2, 3))  # [out, in]
-        return torch.rsqrt(styles.square() @ weight_energy.t() + 1e-8)
+        """``rsqrt(sum_{in,kh,kw} (W * s)**2 + 1e-8)`` as ``[N, out]``, float32 under autocast."""
+        with float32_region(styles):
+            weight_energy = self.weight[0].square().sum(dim=(2, 3))  # [out, in]
+            return torch.rsqrt(styles.square() @ weight_energy.t() + 1e-8)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, strategy: str = "auto") -> torch.Tensor:
         batch = x.shape[0]
@@ -222,7 +230,9 @@ class NoiseInjection(nn.Module):
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         if noise is None:
             return x
-        return x + self.weight * noise
+        # Cast so that reduced-precision activations (bf16/fp16 autocast) stay reduced: adding a float32
+        # tensor would promote every activation after the first noise input back to float32.
+        return x + (self.weight * noise).to(x.dtype)
 
 
 class ConstantInput(nn.Module):
@@ -274,5 +284,6 @@ class ToRGB(nn.Module):
         if self.conv_clamp is not None:
             out = out.clamp(-self.conv_clamp, self.conv_clamp)
         if skip is not None:
-            out = out + self.upsample(skip)
+            with float32_region(skip):  # the RGB image is accumulated in float32 even under bf16/fp16 autocast
+                out = out + self.upsample(skip)
         return out

@@ -42,11 +42,14 @@ def w_spread(generator: Generator, num_samples: int = W_SPREAD_SAMPLES, seed: in
 
 @torch.no_grad()
 def synthesize(generator: Generator, w: torch.Tensor, noise_mode: str = "const", batch_size: int = 8,
-               noise_seed: int = 0) -> torch.Tensor:
-    """Render W ``[N, w_dim]`` or W+ ``[N, num_ws, w_dim]`` to images ``[N, 3, size, size]`` (float, on CPU).
+               noise_seed: int = 0, precision: str = "fp32") -> torch.Tensor:
+    """Render W ``[N, w_dim]`` or W+ ``[N, num_ws, w_dim]`` to images ``[N, 3, size, size]`` (float32, on CPU).
 
     ``noise_mode='random'`` draws noise from a generator seeded with ``noise_seed`` so runs repeat.
+    ``precision``: a resolved :mod:`latentedit.precision` choice (fp32, bf16 or fp16) for the synthesis.
     """
+    from latentedit.precision import compute
+
     device = next(generator.parameters()).device
     rng = torch.Generator().manual_seed(noise_seed)
     images = []
@@ -56,7 +59,8 @@ def synthesize(generator: Generator, w: torch.Tensor, noise_mode: str = "const",
             noise = generator.make_noise("random", chunk.shape[0], device, generator=rng)
         else:
             noise = noise_mode
-        images.append(generator.synthesis(chunk, noise).float().cpu())
+        with compute(precision, device):
+            images.append(generator.synthesis(chunk, noise).float().cpu())
     return torch.cat(images)
 
 
@@ -74,14 +78,18 @@ def generate_to_folder(generator: Generator, out_dir: str | os.PathLike, *, chec
                        seeds: Sequence[int] | None = None, latent_path: str | os.PathLike | None = None,
                        truncation: float = 1.0, truncation_cutoff: int | None = None, noise_mode: str = "const",
                        grid: bool = True, individual: bool = True, batch_size: int = 8,
-                       progress: bool = True, input_transform: dict | None = None) -> dict:
+                       progress: bool = True, input_transform: dict | None = None, precision: str = "fp32") -> dict:
     """Write one PNG and one W+ ``.npy`` per image, a grid PNG, and ``manifest.json`` into ``out_dir``.
 
     Exactly one of ``seeds`` and ``latent_path`` is given. Returns the manifest (also written). The folder
     is created and proven writable first; non-finite latents or images are an InputError, nothing written.
     ``input_transform`` (StyleGAN3: the ``translate`` / ``rotate_deg`` already set on the generator) is
-    recorded in the manifest when given.
+    recorded in the manifest when given. ``precision`` (:data:`latentedit.precision.PRECISIONS`) is what the
+    synthesis computes in; the manifest records it when it is not fp32.
     """
+    from latentedit.precision import generator_precision
+
+    precision = generator_precision(precision, generator)
     if (seeds is None) == (latent_path is None):
         raise InputError("give either seeds or a latent file, not both (and not neither)")
     if noise_mode not in NOISE_MODES:
@@ -110,7 +118,7 @@ def generate_to_folder(generator: Generator, out_dir: str | os.PathLike, *, chec
     for start in tqdm(range(0, w_plus.shape[0], batch_size), desc="generate", unit="batch",
                       disable=not progress or w_plus.shape[0] <= batch_size):
         images.append(synthesize(generator, w_plus[start:start + batch_size], noise_mode, batch_size,
-                                 noise_seed=start))
+                                 noise_seed=start, precision=precision))
     rendered = torch.cat(images)
     if not (torch.isfinite(rendered).all() and torch.isfinite(w_plus).all()):
         raise InputError("the generator produced NaN or infinite values (a broken checkpoint, or extreme "
@@ -137,6 +145,7 @@ def generate_to_folder(generator: Generator, out_dir: str | os.PathLike, *, chec
         "truncation_cutoff": truncation_cutoff,
         "noise_mode": noise_mode,
         **({"input_transform": input_transform} if input_transform is not None else {}),
+        **({"precision": precision} if precision != "fp32" else {}),
         "w_plus_shape": list(w_plus.shape),
         "image_size": generator.size,
         "files": files,

@@ -72,6 +72,7 @@ from latentedit import io as lio
 from latentedit.errors import InputError, LatentEditError
 from latentedit.model.generator import Generator, noise_shape
 from latentedit.pulse.fit import DEFAULT_FIT_SAMPLES, GaussianFit, gaussian_fit
+from latentedit.precision import compute, generator_precision
 
 DEFAULT_LOSS = "100*L2+0.05*GEOCROSS"
 IMAGE_TERMS = ("L2", "L1")
@@ -433,6 +434,8 @@ class PulseSettings:
     (the last one). ``fit_samples``: z samples of the Gaussian fit (1e6 in the original). For a generator
     without noise inputs (StyleGAN3, ``num_layers`` 0) the three noise options select nothing: they are
     only checked for form, the search runs over the W+ rows alone, and ``<name>_noise.npz`` holds no maps.
+    ``precision`` (:data:`latentedit.precision.PRECISIONS`): what the generator's passes compute in (the latent,
+    noise, optimiser and losses stay float32; the saved images are the search's own renders).
     """
 
     steps: int = 100
@@ -447,6 +450,7 @@ class PulseSettings:
     optimizer: str = "adam"
     stop_at_eps: bool = False
     fit_samples: int = DEFAULT_FIT_SAMPLES
+    precision: str = "fp32"
 
     def loss_terms(self) -> tuple[tuple[str, float], ...]:
         """The parsed loss string (see :func:`parse_loss`)."""
@@ -478,6 +482,7 @@ class PulseSettings:
             raise InputError(f"unknown optimiser {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
         if not isinstance(self.fit_samples, int) or self.fit_samples < 2:
             raise InputError(f"the Gaussian fit needs at least 2 samples, got {self.fit_samples!r}")
+        generator_precision(self.precision, generator)
 
     def bad_layers(self, num_layers: int) -> tuple[int, ...]:
         """Resolved ``bad_noise_layers``: sorted indices in ``[0, num_layers)``; always ``()`` for a generator
@@ -511,6 +516,8 @@ class PulseSettings:
     def to_dict(self) -> dict:
         """JSON-ready copy of the options as given."""
         data = dataclasses.asdict(self)
+        if data["precision"] == "fp32":  # the default is left out, so earlier runs' records still match
+            data.pop("precision")
         if data["bad_noise_layers"] is not None and not isinstance(data["bad_noise_layers"], str):
             data["bad_noise_layers"] = [int(i) for i in data["bad_noise_layers"]]
         return data
@@ -740,6 +747,7 @@ def run_pulse(generator: Generator, references: torch.Tensor, seeds: int | Seque
         raise InputError(f"the Gaussian fit has {fit.mean.numel()} dimensions but the generator's w has "
                          f"{generator.w_dim}")
     device = next(generator.parameters()).device
+    precision = generator_precision(settings.precision, generator)
     started = time.perf_counter()
 
     latent_start, noise_start = initial_state(generator, seed_list, settings.tile_latent)
@@ -767,7 +775,8 @@ def run_pulse(generator: Generator, references: torch.Tensor, seeds: int | Seque
             optimizer.set_lr(lr)
             rows = latent.expand(-1, generator.num_ws, -1) if settings.tile_latent else latent
             w_plus = F.leaky_relu(rows * fit_std + fit_mean, negative_slope=0.2)
-            image = generator.synthesis(w_plus, noise)
+            with compute(precision, device):
+                image = generator.synthesis(w_plus, noise).float()
             lowres = pulse_downsample((image + 1.0) / 2.0, factor)
             raw = {"L2": visible_l2(lowres, references)}
             for name, _ in terms:
@@ -925,6 +934,9 @@ def pulse_to_folder(generator: Generator, reference_paths: Sequence[str | os.Pat
               "checkpoint": checkpoint_info or {}, "gaussian_fit": fit.to_dict(), "device": str(device),
               "generator": {"size": generator.size, "num_ws": generator.num_ws, "w_dim": generator.w_dim,
                             "num_layers": generator.num_layers}}
+    precision = generator_precision(settings.precision, generator)
+    if precision != "fp32":  # absent means float32, as in every manifest written before --precision
+        common["resolved"]["precision"] = precision
     if note is not None:
         common["resolved"]["noise_note"] = "the generator has no noise inputs; the noise options had no effect"
 
