@@ -76,7 +76,7 @@ def psnr_at(curve: list[dict], step: int) -> float:
 
 
 def quality(ckpt: str, count: int, steps: int, checkpoints: list[int], goal_psnr: float, configs, device: str,
-            batch_size: int, figure: str | None = None, figure_count: int = 8) -> list[dict]:
+            batch_size: int, figure: str | None = None, figure_count: int = 8, precisions=("fp32",)) -> list[dict]:
     import torch
 
     from latentedit.checkpoints import load_generator
@@ -86,8 +86,9 @@ def quality(ckpt: str, count: int, steps: int, checkpoints: list[int], goal_psnr
     targets = heldout_targets(count, generator.size)
     rows = []
     figure_rows = [("target", targets[:figure_count])]
-    for preset, space in configs:
-        settings = InversionSettings(preset=preset, space=space, steps=steps, batch_size=batch_size)
+    for (preset, space), precision in [(c, p) for c in configs for p in precisions]:
+        settings = InversionSettings(preset=preset, space=space, steps=steps, batch_size=batch_size,
+                                     precision=precision)
         setup = prepare_perceptual(settings, generator.size, device)
         if setup.notice:
             print(f"  {setup.notice}")
@@ -98,8 +99,10 @@ def quality(ckpt: str, count: int, steps: int, checkpoints: list[int], goal_psnr
             results += invert(generator, chunk, settings, names=names, perceptual=setup.loss,
                               lpips_metric=setup.lpips_metric)
         per_step = [r.wall_time_s / r.batch_size / max(r.steps, 1) for r in results]
-        figure_rows.append((f"{preset} {space}", torch.stack([r.reconstruction for r in results[:figure_count]])))
+        label = f"{preset} {space}" + ("" if precision == "fp32" else f" {precision}")
+        figure_rows.append((label, torch.stack([r.reconstruction for r in results[:figure_count]])))
         row = {"preset": preset, "space": space, "perceptual": setup.kind, "steps": steps, "images": count,
+               "precision": precision, "per_image_psnr_db": [round(r.psnr_db, 4) for r in results],
                "batch_size": batch_size, "checkpoint_sha256": info.sha256,
                "median_ms_per_step_per_image": 1e3 * statistics.median(per_step),
                "final_median_psnr_db": statistics.median(r.psnr_db for r in results),
@@ -120,7 +123,7 @@ def quality(ckpt: str, count: int, steps: int, checkpoints: list[int], goal_psnr
         median_to_goal = _median_goal_seconds(reach)
         row["median_seconds_to_goal"] = None if median_to_goal is None else round(median_to_goal, 2)
         rows.append(row)
-        print(f"  {preset:<15} {space:<3} final median PSNR {row['final_median_psnr_db']:6.2f} dB, "
+        print(f"  {preset:<15} {space:<3} {precision:<4} final median PSNR {row['final_median_psnr_db']:6.2f} dB, "
               f"{row['median_ms_per_step_per_image']:6.1f} ms/step, median s to {goal_psnr:g} dB: "
               f"{_goal_text(row)}", flush=True)
     if figure:
@@ -325,6 +328,10 @@ def _speed_task(task: dict) -> dict:
     """Runs in a child process: seconds per inversion step and peak memory for one configuration."""
     import torch
 
+    from latentedit.device import tune_cpu_allocator
+
+    tune_cpu_allocator()  # as the CLI runs
+
     from latentedit.invert.optimize import InversionSettings, invert
     from latentedit.invert.perceptual import build_perceptual
 
@@ -332,7 +339,8 @@ def _speed_task(task: dict) -> dict:
     perceptual = None
     if task["loss"] != "mse":
         perceptual = build_perceptual(task["loss"], image_size=task["size"], random_backbone=True, device=device)
-    settings = InversionSettings(preset=task["preset"], steps=1, mse_weight=1.0)
+    settings = InversionSettings(preset=task["preset"], steps=1, mse_weight=1.0,
+                                 precision=task.get("precision", "fp32"))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     baseline_mb = _reset_peak_rss_mb()
@@ -359,6 +367,9 @@ def _speed_task(task: dict) -> dict:
 
 def _method_speed_task(task: dict) -> dict:
     """Runs in a child process: the encoder's forward pass, or one PTI tuning step, on a config-f generator."""
+    from latentedit.device import tune_cpu_allocator
+
+    tune_cpu_allocator()  # as the CLI runs
     import torch
 
     from latentedit.invert.encoder import build_encoder, encode
@@ -420,7 +431,7 @@ def method_speed(sizes, methods, steps: int, device: str, on_row=None) -> list[d
     return rows
 
 
-def speed(sizes, batches, losses, steps: int, device: str, on_row=None) -> list[dict]:
+def speed(sizes, batches, losses, steps: int, device: str, on_row=None, precisions=("fp32",)) -> list[dict]:
     """One fresh process per configuration; ``on_row(rows)`` is called after each one (to save partial
     results of a long run)."""
     tasks = []
@@ -428,7 +439,9 @@ def speed(sizes, batches, losses, steps: int, device: str, on_row=None) -> list[
         for loss in losses:
             preset = "projector" if loss == "lpips" else "image2stylegan"
             for batch in batches:
-                tasks.append(dict(size=size, batch=batch, loss=loss, preset=preset, steps=steps, device=device))
+                for precision in precisions:
+                    tasks.append(dict(size=size, batch=batch, loss=loss, preset=preset, steps=steps, device=device,
+                                      precision=precision))
     context = multiprocessing.get_context("spawn")
     rows = []
     for task in tasks:
@@ -437,7 +450,7 @@ def speed(sizes, batches, losses, steps: int, device: str, on_row=None) -> list[
         rows.append(row)
         if on_row is not None:
             on_row(rows)
-        print(f"  {row['size']:>4} px  batch {row['batch']}  {row['preset']:<15} {row['loss']:<5} "
+        print(f"  {row['size']:>4} px  batch {row['batch']}  {row['preset']:<15} {row['loss']:<5} {row['precision']:<4} "
               f"{row['seconds_per_step']:8.3f} s/step  peak {row['peak_memory_mb']:8.0f} MB", flush=True)
     return rows
 
@@ -449,13 +462,14 @@ def _goal_text(row: dict) -> str:
 
 def quality_table(rows) -> str:
     checkpoints = [entry["step"] for entry in rows[0]["curve"]] if rows else []
-    head = "| preset | space | loss | " + " | ".join(f"PSNR @{s} (s)" for s in checkpoints) + \
+    head = "| preset | space | loss | precision | " + " | ".join(f"PSNR @{s} (s)" for s in checkpoints) + \
            " | final PSNR | final LPIPS | ms/step | s to goal |"
-    lines = [head, "|" + "---|" * (4 + len(checkpoints) + 3)]
+    lines = [head, "|" + "---|" * (5 + len(checkpoints) + 3)]
     for r in rows:
         cells = [f"{e['median_psnr_db']:.2f} ({e['median_wall_s']:.1f})" for e in r["curve"]]
         lpips = f"{r['final_median_lpips']:.4f}" if r["final_median_lpips"] is not None else "n/a"
-        lines.append(f"| {r['preset']} | {r['space']} | {r['perceptual']} | " + " | ".join(cells) +
+        lines.append(f"| {r['preset']} | {r['space']} | {r['perceptual']} | {r.get('precision', 'fp32')} | "
+                     + " | ".join(cells) +
                      f" | {r['final_median_psnr_db']:.2f} | {lpips} | {r['median_ms_per_step_per_image']:.1f} | "
                      f"{_goal_text(r)} |")
     return "\n".join(lines)
@@ -480,10 +494,11 @@ def methods_table(section: dict) -> str:
 
 
 def speed_table(rows) -> str:
-    lines = ["| size | batch | preset | loss | s/step | s/step/image | peak MB | device | threads |",
-             "|---:|---:|---|---|---:|---:|---:|---|---:|"]
+    lines = ["| size | batch | preset | loss | precision | s/step | s/step/image | peak MB | device | threads |",
+             "|---:|---:|---|---|---|---:|---:|---:|---|---:|"]
     for r in rows:
-        lines.append(f"| {r['size']} | {r['batch']} | {r['preset']} | {r['loss']} | {r['seconds_per_step']:.3f} | "
+        lines.append(f"| {r['size']} | {r['batch']} | {r['preset']} | {r['loss']} | {r.get('precision', 'fp32')} | "
+                     f"{r['seconds_per_step']:.3f} | "
                      f"{r['seconds_per_image_step']:.3f} | {r['peak_memory_mb']:.0f} | {r['device']} | "
                      f"{r['threads']} |")
     return "\n".join(lines)
@@ -529,6 +544,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Methods timed at --speed-sizes (default: --methods).")
     parser.add_argument("--figure", default=None,
                         help="Write a PNG of the first 8 targets and each configuration's reconstructions here.")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16", "auto"],
+                        help="Precisions of (a) and (b) (latentedit.precision), e.g. fp32 bf16: same faces, same seeds.")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default="benchmarks/results/invert.json")
     args = parser.parse_args(argv)
@@ -538,11 +555,15 @@ def main(argv: list[str] | None = None) -> None:
     from latentedit.device import resolve_device
     from latentedit.io import portable_paths, write_json
 
+    from latentedit.device import tune_cpu_allocator
+
+    allocator_tuned = tune_cpu_allocator()  # as the CLI runs
     device = str(resolve_device(args.device))
     print(f"invert benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, device {device}")
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version,
-              "platform": platform.platform(), "device": device}
+              "platform": platform.platform(), "device": device, "allocator_tuned": allocator_tuned,
+              "command": "python benchmarks/invert.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     def save() -> None:
         # Written after every stage, so an interrupted run keeps what it measured.
         write_json(args.json, portable_paths(report, Path(__file__).resolve().parents[1]))
@@ -551,7 +572,7 @@ def main(argv: list[str] | None = None) -> None:
         configs = [tuple(c.split(":")) for c in args.configs]
         print(f"(a) quality: {args.count} held-out faces, {args.steps} steps, {args.ckpt}")
         report["quality"] = quality(args.ckpt, args.count, args.steps, args.checkpoints, args.goal_psnr, configs,
-                                    device, args.batch_size, args.figure)
+                                    device, args.batch_size, args.figure, precisions=args.precisions)
         save()
         print()
         print(quality_table(report["quality"]))
@@ -605,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
             save()
 
         report["speed"] = speed(args.speed_sizes, args.speed_batches, args.speed_losses, args.speed_steps, device,
-                                on_row=save_rows)
+                                on_row=save_rows, precisions=args.precisions)
         print()
         print(speed_table(report["speed"]))
     save()

@@ -172,3 +172,25 @@ def _allocator_state(env_value: str | None) -> str:
 def test_allocator_tuning_applies_once_and_can_be_turned_off():
     assert _allocator_state(None).split() == ["True", "True"]
     assert _allocator_state("system").split() == ["False", "False"]
+
+
+def test_generator_benchmark_reports_precision_allocator_floor_and_spread(tmp_path):
+    """benchmarks/generator.py's issue #21 columns, on a tiny config-f generator (8 px) in fresh processes."""
+    out = tmp_path / "generator.json"
+    # A subprocess, as a user runs it: the script's spawned workers import it by its file name.
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "generator.py"), "--sizes", "8", "--batches", "1",
+                    "--backends", "native", "--modulations", "scaled", "--precisions", "fp32", "bf16",
+                    "--allocators", "tuned", "system", "--processes", "2", "--repeats", "1", "--json", str(out)],
+                   check=True, capture_output=True, text=True, cwd=REPO)
+    report = json.loads(out.read_text())
+    assert set(report["conv_peak_gflop_per_s"]) == {"fp32", "bf16"}
+    rows = {(r["precision"], r["allocator"]): r for r in report["rows"]}
+    assert set(rows) == {("fp32", "tuned"), ("fp32", "system"), ("bf16", "tuned")}  # allocators compared in fp32
+    for row in rows.values():
+        assert row["processes"] == 2 and len(row["forward_backward_per_process_s"]) == 2
+        assert row["forward_backward_gflop"] > 0 and row["vs_floor"] > 0
+    # The allocator changes no value; bf16 changes some, and says by how much.
+    assert rows[("fp32", "tuned")]["max_output_diff_vs_others"] == 0
+    assert 0 < rows[("bf16", "tuned")]["max_image_diff_vs_fp32"] < 0.5
+    assert rows[("bf16", "tuned")]["fwd_bwd_speedup_vs_fp32"] > 0
+    assert rows[("fp32", "tuned")]["fwd_bwd_speedup_vs_system_allocator"] > 0
