@@ -29,11 +29,12 @@ def tune_cpu_allocator() -> bool:
     """Keep freed tensor memory in the process instead of returning it to the kernel (glibc only).
 
     glibc serves every allocation above 32 MiB with a fresh ``mmap`` and unmaps it on free, so each step of
-    a 1024 px inversion faults in all of its activation memory again: on the 2-core CPU machines that was
-    half of the step (config-f, forward + backward to W+: 6.9 s -> 3.6 s per step with this on) and most of
-    the run-to-run spread (``benchmarks/generator.py --allocator``). With ``M_MMAP_MAX=0`` and a high trim
-    threshold the heap keeps its peak and reuses it. The process's resident memory then stays at its peak
-    until it exits, which is what a long command wants. ``LATENTEDIT_MALLOC=system`` turns this off. Returns
+    a 1024 px inversion faults in all of its activation memory again. On the 2-core CPU machines that was
+    almost half of the step (config-f, forward + backward to W+ at batch 1: 5.97 s with glibc's defaults,
+    3.17 s with this, same outputs; ``benchmarks/generator.py --allocators tuned system``, docs/precision.md).
+    With ``M_MMAP_MAX=0`` and a high trim threshold the heap keeps its peak and reuses it; the process's
+    resident memory then stays at its peak until it exits, which is what a long command wants. The CLI calls
+    this at start-up; the library never does by itself. ``LATENTEDIT_MALLOC=system`` turns it off. Returns
     whether it was applied (False off glibc or when turned off); calling it again does nothing.
     """
     global _allocator_tuned

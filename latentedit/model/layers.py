@@ -6,6 +6,7 @@ N(0, 1) scale and multiplied by their equalized-learning-rate constant at run ti
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -102,7 +103,10 @@ class Upsample(nn.Module):
 
 def float32_region(like: torch.Tensor):
     """Autocast switched off on ``like``'s device: styles, demodulation factors and the RGB skip image stay
-    float32 when the convolutions run in bf16/fp16 (:mod:`latentedit.precision`). Changes nothing in float32."""
+    float32 when the convolutions run in bf16/fp16 (:mod:`latentedit.precision`). Without autocast (float32, the
+    default) it is a no-op context, so the float32 path does no extra work."""
+    if not torch.is_autocast_enabled(like.device.type):
+        return contextlib.nullcontext()
     return torch.autocast(like.device.type, enabled=False)
 
 
