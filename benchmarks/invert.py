@@ -166,12 +166,12 @@ def methods_quality(ckpt: str, count: int, methods, *, encoder_name: str, steps:
             continue
         row = {"method": method, "images": count, "checkpoint_sha256": info.sha256}
         if method == "encoder":
-            encode(encoder, targets[:encoder_batch])  # warm-up
+            encode(encoder, targets[:encoder_batch], generator=generator)  # warm-up
             timings = []
             for _ in range(5):
                 batch = targets[:encoder_batch]
                 started = time.perf_counter()
-                encode(encoder, batch, batch_size=encoder_batch)
+                encode(encoder, batch, batch_size=encoder_batch, generator=generator)
                 timings.append((time.perf_counter() - started) / batch.shape[0])
             results = invert_with_method(generator, targets, InversionSettings(method="encoder"), names=names,
                                          encoder=encoder, perceptual=setup)

@@ -64,6 +64,11 @@ def encoder_group() -> None:
 @_config_option("--base-channels", "Width of the encoder's first convolution (doubles per block).")
 @_config_option("--max-channels", "Channel cap of the encoder's blocks.")
 @_config_option("--hidden", "Width of the vector the W+ rows are predicted from.")
+@_config_option("--refine-steps", "ReStyle-style correction passes: a refiner sees the image beside the render of "
+                                 "the current W+ and corrects it, N times (each pass costs a generator render).")
+@click.option("--init-encoder", default=None,
+              help="Start from this encoder (file, run folder or shipped name; its architecture is used). With "
+                   "--refine-steps above 0 its first pass stays frozen and only the refiner is trained.")
 @_config_option("--log-every", "Log mean losses every N iterations.")
 @_config_option("--sample-every", "Write a held-out sample grid (and its median PSNR) every N iterations.")
 @_config_option("--snapshot-every", "Write checkpoint.pt and encoder.safetensors every N iterations.")
@@ -82,6 +87,7 @@ def encoder_train_command(ctx, output, resume, session_iters, progress, **values
     Examples:
       latentedit encoder train --ckpt toyfaces64 -o runs/encoder --iters 4000
       latentedit invert face.png --method encoder --encoder runs/encoder
+      latentedit encoder train --init-encoder toyfaces64_encoder --refine-steps 1 -o runs/refiner
       torchrun --nproc_per_node 2 -m latentedit encoder train -o RUN --batch-size 16   (DDP)
 
     Interrupting (Ctrl-C, SIGTERM) writes a checkpoint first; rerunning the same command resumes.

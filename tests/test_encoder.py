@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from latentedit.checkpoints import save_native
-from latentedit.errors import CheckpointError
+from latentedit.errors import CheckpointError, InputError
 from latentedit.invert.encoder import (EXPORT_NAME, EncoderTrainConfig, build_encoder, load_encoder, save_encoder,
                                        train_encoder)
 from latentedit.invert.optimize import InversionSettings
@@ -323,3 +323,83 @@ def test_the_shipped_encoder_fits_the_shipped_generator():
         mean_face = generator.synthesis(generator.mean_w().expand(4, -1)).clamp(-1, 1)
         baseline = psnr_from_mse(image_mse01(mean_face, targets))
     assert float(encoded.median()) > 20.0 and float(encoded.median()) > float(baseline.median()) + 5
+
+
+# --- ReStyle-style refinement passes (--refine-steps) -------------------------------------------------------
+
+
+def test_a_fresh_refiner_changes_nothing_and_needs_the_generator(generator, trained_run):
+    from latentedit.invert.encoder import _copy_first_pass, encode
+
+    base = load_encoder(trained_run).encoder
+    refining = build_encoder(generator, refine_steps=2, **TINY)
+    _copy_first_pass(base, refining)  # what --init-encoder does: the trained first pass, a refiner beside it
+    images = torch.rand(3, 3, generator.size, generator.size) * 2 - 1
+    with torch.no_grad():
+        # The refiner's last layer starts at zero, so two passes answer exactly the first pass.
+        assert torch.equal(refining.invert(images, generator), base(images))
+        # ... and its trunk was copied from the first pass (stem on image minus render), not left random.
+        assert torch.equal(refining.refiner.to_hidden.weight, base.to_hidden.weight)
+        assert torch.equal(refining.refiner.stem.weight[:, :3], base.stem.weight)
+        assert torch.equal(refining.refiner.stem.weight[:, 3:], -base.stem.weight)
+    with pytest.raises(InputError, match="pass the generator"):
+        encode(refining, images)
+    assert refining.invert(images, generator, steps=0).shape == (3, generator.num_ws, generator.w_dim)
+
+
+def test_refiner_weights_round_trip_and_an_old_file_loads_without_one(generator, trained_run, tmp_path):
+    refining = build_encoder(generator, refine_steps=1, **TINY)
+    with torch.no_grad():
+        refining.refiner.to_offsets.bias.normal_(std=0.5)  # a refiner that moves the answer
+    images = torch.rand(2, 3, generator.size, generator.size) * 2 - 1
+    with torch.no_grad():
+        assert not torch.allclose(refining.invert(images, generator), refining(images))
+    path = save_encoder(refining, tmp_path / "r.safetensors", generator_sha256="a" * 64)
+    loaded, _ = load_encoder(path, generator_sha256="a" * 64, generator=generator)
+    assert loaded.refine_steps == 1
+    with torch.no_grad():
+        assert torch.equal(loaded.invert(images, generator), refining.eval().invert(images, generator))
+    # Files written before refinement existed have no refine_steps in their config: they load as one pass.
+    old = load_encoder(trained_run).encoder
+    assert old.refine_steps == 0 and old.refiner is None
+
+
+def test_init_encoder_trains_only_the_refiner_and_resumes(ckpt, trained_run, tmp_path):
+    run = tmp_path / "refine"
+    config = lambda **o: tiny_config(ckpt, iters=6, snapshot_every=3, refine_steps=1, init_encoder=str(trained_run),
+                                     **o)
+    first = train_encoder(config(), run, progress=False, session_iters=3)
+    assert first.step == 3 and not first.finished
+    second = train_encoder(config(), run, progress=False)
+    assert second.finished and second.resumed_step == 3
+    base, refined = load_encoder(trained_run).encoder, load_encoder(run).encoder
+    assert refined.refine_steps == 1
+    for name, tensor in base.state_dict().items():  # the first pass is frozen
+        assert torch.equal(refined.state_dict()[name], tensor), name
+    assert refined.refiner.to_offsets.weight.abs().max() > 0  # the refiner learned something
+    # The architecture comes from --init-encoder; asking for another width is refused before training.
+    with pytest.raises(InputError, match="drop --hidden"):
+        train_encoder(config(hidden=48), tmp_path / "mismatch", progress=False, explicit={"hidden"})
+    assert not (tmp_path / "mismatch" / "checkpoint.pt").exists()
+
+
+def test_invert_with_a_refining_encoder_from_the_cli(ckpt, sample_targets, generator, tmp_path):
+    from latentedit.checkpoints import load_generator
+
+    _, info = load_generator(ckpt)
+    refining = build_encoder(generator, refine_steps=1, **TINY)
+    with torch.no_grad():
+        refining.refiner.to_offsets.bias.normal_(std=0.5)
+    encoder_path = save_encoder(refining, tmp_path / "r.safetensors", generator_sha256=info.sha256)
+    image = save_render(tmp_path / "face.png", sample_targets[0])
+    result = run_cli("invert", image, "--ckpt", ckpt, "--method", "encoder", "--encoder", encoder_path,
+                     "-o", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "face.json").read_text())["settings"]["method"] == "encoder"
+    # The command runs the refinement pass: its latent is the refined answer, not the first pass's.
+    pixels = torch.from_numpy(np.asarray(Image.open(image), dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    with torch.no_grad():
+        refined = refining.eval().invert(pixels, generator)[0].numpy()
+        first_pass = refining(pixels)[0].numpy()
+    latent = np.load(tmp_path / "out" / "face.npy")
+    assert np.abs(latent - refined).max() < 1e-4 < np.abs(latent - first_pass).max()

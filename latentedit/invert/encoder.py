@@ -81,6 +81,9 @@ MAX_INPUT_SIZE = 256
 #: Mapped samples used to measure ``w_std`` when an encoder is built for a generator.
 W_STD_SAMPLES = 4096
 
+#: At most this many refinement passes (each costs a generator render; ReStyle converges in a handful).
+MAX_REFINE_STEPS = 10
+
 #: How training renders: the shared-weight modulation needs no per-sample weights; on the 2-core CPU at batch 16
 #: of toyfaces64 a forward + backward to W+ took 0.34 s against 0.45 s (auto) and 0.74 s (grouped).
 TRAINING_MODULATION = "scaled"
@@ -93,7 +96,9 @@ TRAINING_MODULATION = "scaled"
 class EncoderConfig:
     """The architecture: ``image_size`` (the generator's S), ``input_size`` (the side the network sees),
     ``num_ws`` / ``w_dim`` (the W+ shape it predicts), ``base_channels`` (stem width), ``max_channels``
-    (channel cap of the down-sampling blocks) and ``hidden`` (width of the vector before the W+ layer)."""
+    (channel cap of the down-sampling blocks), ``hidden`` (width of the vector before the W+ layer) and
+    ``refine_steps`` (0: one forward pass; K > 0: a refiner network and K ReStyle-style correction passes, each
+    seeing the image beside the generator's render of the current latent)."""
 
     image_size: int
     input_size: int
@@ -102,14 +107,15 @@ class EncoderConfig:
     base_channels: int = 32
     max_channels: int = 128
     hidden: int = 256
+    refine_steps: int = 0
 
     @classmethod
     def for_generator(cls, generator, base_channels: int = 32, max_channels: int = 128,
-                      hidden: int = 256) -> "EncoderConfig":
+                      hidden: int = 256, refine_steps: int = 0) -> "EncoderConfig":
         """The config of an encoder for ``generator`` (its size, num_ws and w_dim)."""
         return cls(image_size=int(generator.size), input_size=min(int(generator.size), MAX_INPUT_SIZE),
                    num_ws=int(generator.num_ws), w_dim=int(generator.w_dim), base_channels=int(base_channels),
-                   max_channels=int(max_channels), hidden=int(hidden))
+                   max_channels=int(max_channels), hidden=int(hidden), refine_steps=int(refine_steps))
 
     def validate(self) -> None:
         side = self.input_size
@@ -118,6 +124,8 @@ class EncoderConfig:
         for name in ("num_ws", "w_dim", "base_channels", "max_channels", "hidden"):
             if getattr(self, name) < 1:
                 raise InputError(f"encoder {name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.refine_steps <= MAX_REFINE_STEPS:
+            raise InputError(f"encoder refine-steps must be in [0, {MAX_REFINE_STEPS}], got {self.refine_steps}")
 
     def block_channels(self) -> list[int]:
         """Output channels of the stem and of each down-sampling block (input_size → 4)."""
@@ -148,24 +156,49 @@ class DownBlock(nn.Module):
         return (residual + self.shortcut(F.avg_pool2d(x, 2))) * (1 / math.sqrt(2))
 
 
-class LatentEncoder(nn.Module):
-    """Image ``[N, 3, S, S]`` in [-1, 1] → W+ ``[N, num_ws, w_dim]`` (see the module docstring).
+class OffsetNet(nn.Module):
+    """The convolutional trunk: ``[N, in_channels, input_size, input_size]`` → standardised offsets ``[N, num_ws,
+    w_dim]`` (stem, down-sampling blocks to 4×4, a hidden vector, one linear layer for every W+ row). Its last
+    layer starts at ``output_scale`` × its default initialisation and a zero bias."""
 
-    Buffers ``w_mean [w_dim]`` and ``w_std [w_dim]`` turn the network's standardised offsets into W+.
-    """
-
-    def __init__(self, config: EncoderConfig):
+    def __init__(self, config: EncoderConfig, in_channels: int = 3, output_scale: float = 0.01):
         super().__init__()
         config.validate()
         self.config = config
         channels = config.block_channels()
-        self.stem = nn.Conv2d(3, channels[0], 3, padding=1)
+        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         self.blocks = nn.ModuleList(DownBlock(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
         self.to_hidden = nn.Linear(channels[-1] * 16, config.hidden)
         self.to_offsets = nn.Linear(config.hidden, config.num_ws * config.w_dim)
-        with torch.no_grad():  # an untrained encoder answers the mean w
-            self.to_offsets.weight.mul_(0.01)
+        with torch.no_grad():
+            self.to_offsets.weight.mul_(output_scale)
             self.to_offsets.bias.zero_()
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, in_channels, input_size, input_size]`` → offsets ``[N, num_ws, w_dim]``."""
+        x = F.leaky_relu(self.stem(x), 0.2)
+        for block in self.blocks:
+            x = block(x)
+        hidden = F.leaky_relu(self.to_hidden(x.flatten(1)), 0.2)
+        return self.to_offsets(hidden).view(-1, self.config.num_ws, self.config.w_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+
+class LatentEncoder(OffsetNet):
+    """Image ``[N, 3, S, S]`` in [-1, 1] → W+ ``[N, num_ws, w_dim]`` (see the module docstring).
+
+    Buffers ``w_mean [w_dim]`` and ``w_std [w_dim]`` turn the network's standardised offsets into W+. With
+    ``config.refine_steps`` K > 0 it also holds ``refiner``, an :class:`OffsetNet` on 6 channels (the image and
+    the generator's render of the current latent, ReStyle's input) that predicts a correction of the offsets;
+    :meth:`invert` runs the first pass and then K corrections. The refiner's last layer starts at exactly zero,
+    so an untrained refiner changes nothing.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__(config, in_channels=3, output_scale=0.01)  # an untrained encoder answers the mean w
+        self.refiner = OffsetNet(config, in_channels=6, output_scale=0.0) if config.refine_steps > 0 else None
         self.register_buffer("w_mean", torch.zeros(config.w_dim))
         self.register_buffer("w_std", torch.ones(config.w_dim))
 
@@ -177,14 +210,18 @@ class LatentEncoder(nn.Module):
     def w_dim(self) -> int:
         return self.config.w_dim
 
+    @property
+    def refine_steps(self) -> int:
+        return self.config.refine_steps
+
     @torch.no_grad()
     def set_latent_statistics(self, w_mean: torch.Tensor, w_std: torch.Tensor) -> None:
         """Set ``w_mean [w_dim]`` and ``w_std [w_dim]`` (the latter floored at 1e-6)."""
         self.w_mean.copy_(w_mean.reshape(-1).to(self.w_mean))
         self.w_std.copy_(w_std.reshape(-1).to(self.w_std).clamp_min(1e-6))
 
-    def offsets(self, images: torch.Tensor) -> torch.Tensor:
-        """Standardised offsets from the mean w: images ``[N, 3, S', S']`` → ``[N, num_ws, w_dim]``."""
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, H, W]`` resized to ``[N, 3, input_size, input_size]`` (area filter down, bilinear up)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"the encoder takes images [N, 3, H, W], got {list(images.shape)}")
         side = self.config.input_size
@@ -192,26 +229,53 @@ class LatentEncoder(nn.Module):
             mode = "area" if images.shape[-1] > side else "bilinear"
             images = F.interpolate(images, size=(side, side), mode=mode,
                                    **({} if mode == "area" else {"align_corners": False}))
-        x = F.leaky_relu(self.stem(images), 0.2)
-        for block in self.blocks:
-            x = block(x)
-        hidden = F.leaky_relu(self.to_hidden(x.flatten(1)), 0.2)
-        return self.to_offsets(hidden).view(-1, self.config.num_ws, self.config.w_dim)
+        return images
+
+    def offsets(self, images: torch.Tensor) -> torch.Tensor:
+        """The first pass's standardised offsets from the mean w: images ``[N, 3, S', S']`` → ``[N, num_ws,
+        w_dim]``."""
+        return self.trunk(self.network_input(images))
+
+    def correction(self, network_images: torch.Tensor, offsets: torch.Tensor, generator,
+                   modulation: str | None = None) -> torch.Tensor:
+        """One refinement pass: ``offsets [N, num_ws, w_dim]`` plus the refiner's correction, computed from
+        ``network_images [N, 3, input_size, input_size]`` (:meth:`network_input`) beside the generator's render
+        of ``offsets`` (rendered without gradient: each pass learns its own correction, as in ReStyle)."""
+        if self.refiner is None:
+            raise InputError("this encoder has no refiner (it was trained with refine-steps 0)")
+        with torch.no_grad():
+            options = {} if modulation is None else {"modulation": modulation}
+            render = generator.synthesis(self.to_w_plus(offsets.detach()), **options).clamp(-1, 1)
+            render = self.network_input(render.to(network_images.dtype))
+        return offsets + self.refiner(torch.cat([network_images, render], dim=1))
+
+    def invert(self, images: torch.Tensor, generator=None, steps: int | None = None) -> torch.Tensor:
+        """Images ``[N, 3, S, S]`` in [-1, 1] → W+ ``[N, num_ws, w_dim]``: the first pass, then ``steps``
+        (default ``refine_steps``) corrections, which need the ``generator`` the encoder was trained for."""
+        steps = self.refine_steps if steps is None else int(steps)
+        if steps > 0 and generator is None:
+            raise InputError("this encoder refines its answer with the generator's renders; pass the generator")
+        network_images = self.network_input(images)
+        offsets = self.trunk(network_images)
+        for _ in range(steps):
+            offsets = self.correction(network_images, offsets, generator)
+        return self.to_w_plus(offsets)
 
     def to_w_plus(self, offsets: torch.Tensor) -> torch.Tensor:
         """Standardised offsets ``[N, num_ws, w_dim]`` → W+ ``[N, num_ws, w_dim]``."""
         return self.w_mean + self.w_std * offsets
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images ``[N, 3, S, S]`` in [-1, 1] → W+ ``[N, num_ws, w_dim]``."""
+        """The first pass only: images ``[N, 3, S, S]`` in [-1, 1] → W+ ``[N, num_ws, w_dim]`` (no refinement;
+        :meth:`invert` and :func:`encode` run the whole encoder)."""
         return self.to_w_plus(self.offsets(images))
 
 
 def build_encoder(generator, base_channels: int = 32, max_channels: int = 128, hidden: int = 256,
-                  seed: int = 0, w_std_samples: int = W_STD_SAMPLES) -> LatentEncoder:
+                  seed: int = 0, w_std_samples: int = W_STD_SAMPLES, refine_steps: int = 0) -> LatentEncoder:
     """A fresh encoder for ``generator``: weights initialised from ``seed``, ``w_mean`` = the generator's mean
     w, ``w_std`` = the per-dimension standard deviation of ``w_std_samples`` mapped N(0, 1) samples (seeded)."""
-    config = EncoderConfig.for_generator(generator, base_channels, max_channels, hidden)
+    config = EncoderConfig.for_generator(generator, base_channels, max_channels, hidden, refine_steps)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = LatentEncoder(config)
@@ -342,10 +406,11 @@ def load_encoder(path_or_name: str | os.PathLike = DEFAULT_ENCODER, *, generator
 
 
 @torch.no_grad()
-def encode(encoder: LatentEncoder, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """W+ ``[N, num_ws, w_dim]`` for images ``[N, 3, S, S]`` in [-1, 1], ``batch_size`` at a time."""
+def encode(encoder: LatentEncoder, images: torch.Tensor, batch_size: int = 64, generator=None) -> torch.Tensor:
+    """W+ ``[N, num_ws, w_dim]`` for images ``[N, 3, S, S]`` in [-1, 1], ``batch_size`` at a time; an encoder
+    with refinement passes (``refine_steps`` > 0) needs the ``generator`` it was trained for."""
     device = encoder.w_mean.device
-    parts = [encoder(images[start:start + batch_size].to(device=device, dtype=torch.float32))
+    parts = [encoder.invert(images[start:start + batch_size].to(device=device, dtype=torch.float32), generator)
              for start in range(0, images.shape[0], batch_size)]
     return torch.cat(parts) if parts else torch.empty(0, encoder.num_ws, encoder.w_dim, device=device)
 
@@ -393,8 +458,11 @@ class EncoderTrainConfig:
     ``psi_min`` / ``psi_max``: the truncation range; ``mix_prob`` / ``row_noise``: W+ variety; loss weights
     ``latent_weight``, ``image_weight``, ``lpips_weight`` (used only when LPIPS is available: ``perceptual``
     ``auto`` / ``lpips`` / ``none``), ``delta_reg``; ``real_dir`` / ``real_batch``: real images (image losses
-    only); architecture ``base_channels`` / ``max_channels`` / ``hidden``; bookkeeping ``log_every``,
-    ``sample_every``, ``snapshot_every``, ``seed``, ``device``."""
+    only); architecture ``base_channels`` / ``max_channels`` / ``hidden`` / ``refine_steps`` (ReStyle-style
+    correction passes, see :class:`LatentEncoder`); ``init_encoder``: start from this encoder (file, run folder
+    or shipped name; its architecture is used), and when ``refine_steps`` > 0 keep its first pass frozen and
+    train only the refiner; bookkeeping ``log_every``, ``sample_every``, ``snapshot_every``, ``seed``,
+    ``device``."""
 
     ckpt: str = "toyfaces64"
     batch: int = 16
@@ -417,6 +485,8 @@ class EncoderTrainConfig:
     base_channels: int = 32
     max_channels: int = 128
     hidden: int = 256
+    refine_steps: int = 0
+    init_encoder: str | None = None
     log_every: int = 20
     sample_every: int = 500
     snapshot_every: int = 250
@@ -425,13 +495,15 @@ class EncoderTrainConfig:
     device: str = "auto"
 
     #: Options a resumed run cannot change (the architecture and what the data is).
-    FROZEN_ON_RESUME = ("base_channels", "max_channels", "hidden", "batch", "seed")
+    FROZEN_ON_RESUME = ("base_channels", "max_channels", "hidden", "refine_steps", "init_encoder", "batch", "seed")
 
     def validate(self, world_size: int = 1) -> None:
         for name in ("batch", "iters", "log_every", "sample_every", "snapshot_every", "base_channels",
                      "max_channels", "hidden", "real_batch", "sample_count"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.refine_steps <= MAX_REFINE_STEPS:
+            raise InputError(f"--refine-steps must be in [0, {MAX_REFINE_STEPS}], got {self.refine_steps}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"--lr must be a positive number, got {self.lr}")
         if not 0 <= self.beta1 < 1:
@@ -501,6 +573,37 @@ def _load_real_images(folder: str, size: int) -> torch.Tensor:
     return torch.stack(images)
 
 
+def _copy_first_pass(source: LatentEncoder, target: LatentEncoder) -> None:
+    """Copy ``source``'s weights and latent statistics into ``target`` (same architecture; ``target`` may add a
+    refiner, which keeps its fresh weights; a refiner in ``source`` is copied too when ``target`` has one)."""
+    state = target.state_dict()
+    given = source.state_dict()
+    extra = sorted(set(given) - set(state))
+    if extra or any(given[name].shape != state[name].shape for name in given):
+        raise InputError("--init-encoder has another architecture than this run (it has a refiner and "
+                         "--refine-steps is 0, or other layer shapes); match its options or drop --init-encoder")
+    state.update({name: tensor.to(state[name]) for name, tensor in given.items()})
+    target.load_state_dict(state, strict=True)
+    if target.refiner is not None and source.refiner is None:
+        _refiner_from_first_pass(target)
+
+
+@torch.no_grad()
+def _refiner_from_first_pass(encoder: LatentEncoder) -> None:
+    """Start a fresh refiner from the trained first pass: the same trunk, its stem applied to the image minus
+    the render (image channels get the stem's weights, render channels their negation), so it begins with
+    features of the residual; its output layer stays at zero, so it changes nothing until trained."""
+    refiner = encoder.refiner
+    for name, tensor in encoder.state_dict().items():
+        if name.startswith(("refiner.", "to_offsets.", "w_mean", "w_std")):
+            continue
+        target = refiner.get_parameter(name)
+        if name == "stem.weight":
+            target.copy_(torch.cat([tensor, -tensor], dim=1))
+        else:
+            target.copy_(tensor)
+
+
 def _offset_spread(offsets: torch.Tensor) -> torch.Tensor:
     """The e4e-style regulariser per sample ``[N]``: mean squared distance of each W+ row's offset
     ``[N, num_ws, w_dim]`` from the mean row."""
@@ -512,7 +615,7 @@ class _EncoderRun(common.RunClock):
 
     def __init__(self, config: EncoderTrainConfig, run_dir: Path, context, generator, checkpoint_info: dict,
                  lpips_loss, checkpoint: dict | None, real_images: torch.Tensor | None, progress: bool,
-                 session_iters: int | None, report: Callable[[str], None]):
+                 session_iters: int | None, report: Callable[[str], None], init: LatentEncoder | None = None):
         self.common = common
         self.config = config
         self.run_dir = run_dir
@@ -528,8 +631,14 @@ class _EncoderRun(common.RunClock):
         self.per_rank_batch = config.batch // context.world_size
         self.per_rank_real = config.real_batch // context.world_size
         self.encoder = build_encoder(generator, config.base_channels, config.max_channels, config.hidden,
-                                     seed=config.seed).train()
-        self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+                                     seed=config.seed, refine_steps=config.refine_steps).train()
+        if init is not None:
+            _copy_first_pass(init, self.encoder)
+        # Refining a given encoder trains the refiner alone: its input distribution (the first pass's renders)
+        # then stays what the shipped first pass produces.
+        self.frozen_first_pass = config.refine_steps > 0 and config.init_encoder is not None
+        trainable = self.encoder.refiner.parameters() if self.frozen_first_pass else self.encoder.parameters()
+        self.optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=(config.beta1, 0.999))
         self.start_clock()
         if checkpoint is not None:
             with common.fitting_checkpoint("this encoder"):
@@ -565,18 +674,19 @@ class _EncoderRun(common.RunClock):
             index = torch.randint(self.real_images.shape[0], (self.per_rank_real,))
             real = self.real_images[index].to(self.device)
         inputs = images if real is None else torch.cat([images, real])
-        offsets = self.encoder.offsets(inputs)
-        predicted = self.encoder.to_w_plus(offsets)
-        count = images.shape[0]
-        terms = {"latent": ((predicted[:count] - w_plus) / self.encoder.w_std).square().mean()}
-        use_lpips = self.lpips_loss is not None and config.lpips_weight > 0
-        if config.image_weight > 0 or use_lpips:
-            rendered = self.generator.synthesis(predicted, modulation=TRAINING_MODULATION)
-            terms["image"] = (rendered - inputs).square().mean()
-            if use_lpips:
-                terms["lpips"] = self.lpips_loss(rendered, self.lpips_loss.target_features(inputs)).mean()
-        if config.delta_reg > 0:
-            terms["delta"] = _offset_spread(offsets).mean()
+        network_images = self.encoder.network_input(inputs)
+        with torch.set_grad_enabled(not self.frozen_first_pass):
+            offsets = self.encoder.trunk(network_images)
+        passes = [] if self.frozen_first_pass else [offsets]
+        for _ in range(config.refine_steps):
+            # Each correction learns from the previous answer as given (ReStyle): no gradient across passes.
+            offsets = self.encoder.correction(network_images, offsets.detach(), self.generator,
+                                              modulation=TRAINING_MODULATION)
+            passes.append(offsets)
+        terms: dict[str, torch.Tensor] = {}
+        for offsets in passes:  # every pass's answer is scored; the terms are means over the passes
+            for name, value in self._pass_terms(offsets, inputs, w_plus).items():
+                terms[name] = terms.get(name, 0.0) + value / len(passes)
         total = config.latent_weight * terms["latent"]
         if "image" in terms:
             total = total + config.image_weight * terms["image"]
@@ -587,11 +697,28 @@ class _EncoderRun(common.RunClock):
         terms["loss"] = total
         return terms
 
+    def _pass_terms(self, offsets: torch.Tensor, inputs: torch.Tensor, w_plus: torch.Tensor) -> dict:
+        """The loss terms of one pass's ``offsets [B, num_ws, w_dim]`` for ``inputs`` (generator samples of
+        latents ``w_plus`` first, then real images)."""
+        config = self.config
+        predicted = self.encoder.to_w_plus(offsets)
+        count = w_plus.shape[0]
+        terms = {"latent": ((predicted[:count] - w_plus) / self.encoder.w_std).square().mean()}
+        use_lpips = self.lpips_loss is not None and config.lpips_weight > 0
+        if config.image_weight > 0 or use_lpips:
+            rendered = self.generator.synthesis(predicted, modulation=TRAINING_MODULATION)
+            terms["image"] = (rendered - inputs).square().mean()
+            if use_lpips:
+                terms["lpips"] = self.lpips_loss(rendered, self.lpips_loss.target_features(inputs)).mean()
+        if config.delta_reg > 0:
+            terms["delta"] = _offset_spread(offsets).mean()
+        return terms
+
     def optimiser_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.context.distributed:
-            grads = [p.grad for p in self.encoder.parameters() if p.grad is not None]
+            grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
             flat = torch.cat([g.flatten() for g in grads])
             dist.all_reduce(flat)
             flat /= self.context.world_size
@@ -625,7 +752,8 @@ class _EncoderRun(common.RunClock):
 
         self.encoder.eval()
         try:
-            reconstructions = self.generator.synthesis(self.encoder(self.fixed_images)).clamp(-1, 1)
+            reconstructions = self.generator.synthesis(self.encoder.invert(self.fixed_images, self.generator))
+            reconstructions = reconstructions.clamp(-1, 1)
         finally:
             self.encoder.train()
         self.common.save_image_grid(torch.cat([self.fixed_images, reconstructions]).cpu(),
@@ -770,13 +898,23 @@ def train_encoder(config: EncoderTrainConfig, run_dir: str | os.PathLike, *, res
             if choice.kind is not None:
                 lpips_loss = build_perceptual("lpips", choice.weights, image_size=generator.size,
                                               device=context.device)
+        init = None
+        if config.init_encoder is not None and checkpoint is None:  # a checkpoint already holds every weight
+            init = load_encoder(config.init_encoder, generator_sha256=checkpoint_info["sha256"],
+                                generator=generator, device=context.device).encoder
+            for name in ("base_channels", "max_channels", "hidden"):
+                given = getattr(init.config, name)
+                if name in explicit and getattr(config, name) != given:
+                    raise InputError(f"--init-encoder {config.init_encoder} has {name.replace('_', '-')} {given}; "
+                                     f"drop --{name.replace('_', '-')} (the architecture comes from it)")
+                setattr(config, name, given)
         real_images = _load_real_images(config.real_dir, generator.size) if config.real_dir else None
         if context.is_main:
             prepare_output_dir(run_dir, "run folder")
             common.truncate_metrics(run_dir / METRICS_NAME, int(checkpoint["step"]) if checkpoint else -1)
         context.barrier()
         trainer = _EncoderRun(config, run_dir, context, generator, checkpoint_info, lpips_loss, checkpoint,
-                              real_images, progress, session_iters, report)
+                              real_images, progress, session_iters, report, init=init)
         del checkpoint
         return trainer.run()
     finally:

@@ -166,10 +166,10 @@ def save_tuned_generator(generator, path: str | os.PathLike, checkpoint_info: di
                        w_avg_source=f"copied from the base checkpoint ({base_w_avg})")
 
 
-def _encoder_latents(encoder, targets: torch.Tensor, space: str) -> torch.Tensor:
+def _encoder_latents(encoder, generator, targets: torch.Tensor, space: str) -> torch.Tensor:
     from latentedit.invert.encoder import encode
 
-    w_plus = encode(encoder, targets)
+    w_plus = encode(encoder, targets, generator=generator)
     return w_plus if space == "w+" else w_plus.mean(dim=1)
 
 
@@ -217,11 +217,11 @@ def invert_with_method(generator, targets: torch.Tensor, settings: InversionSett
                       progress=progress, description=description)
     if method == "encoder":
         started = time.perf_counter()
-        latents = _encoder_latents(encoder, targets, settings.space)
+        latents = _encoder_latents(encoder, generator, targets, settings.space)
         return _encoder_results(generator, targets, latents, names, lpips_metric, time.perf_counter() - started)
     if method == "encoder+optimize":
         started = time.perf_counter()
-        latents = _encoder_latents(encoder, targets, settings.space)
+        latents = _encoder_latents(encoder, generator, targets, settings.space)
         encoder_wall = time.perf_counter() - started
         starts = _encoder_results(generator, targets, latents, names, None, encoder_wall)
         results = invert(generator, targets, settings, names=names, perceptual=loss, lpips_metric=lpips_metric,
