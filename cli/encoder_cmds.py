@@ -116,4 +116,25 @@ def encoder_train_command(ctx, output, resume, session_iters, progress, **values
         click.echo(f"{state} iteration {result.step}{speed}{psnr_text}; encoder: {result.encoder_path}")
 
 
+@encoder_group.command("export")
+@click.argument("source")
+@out_option("output", type=click.Path(dir_okay=False), required=True, help="The encoder file to write.")
+@click.option("--half/--no-half", default=False, show_default=True,
+              help="Store the weights as float16: half the file size; outputs change by rounding only.")
+def encoder_export_command(source, output, half) -> None:
+    """Write SOURCE (a run folder, an encoder file or a shipped name) as one encoder file, e.g. a float16 copy to
+    ship.
+
+    \b
+    Example:
+      latentedit encoder export runs/refiner --half -o toyfaces64_encoder.safetensors
+    """
+    from latentedit.invert.encoder import export_encoder
+
+    result = export_encoder(source, output, half=half)
+    click.echo(f"wrote {result['path']} ({result['bytes'] / 1e6:.2f} MB, weights {result['weights_dtype']}; "
+               f"largest W+ change from the source {result['max_abs_w_plus_change']:.2e} on "
+               f"{result['probe_images']} probe images)")
+
+
 COMMANDS = [encoder_group]

@@ -403,3 +403,21 @@ def test_invert_with_a_refining_encoder_from_the_cli(ckpt, sample_targets, gener
         first_pass = refining(pixels)[0].numpy()
     latent = np.load(tmp_path / "out" / "face.npy")
     assert np.abs(latent - refined).max() < 1e-4 < np.abs(latent - first_pass).max()
+
+
+def test_export_half_halves_the_file_and_keeps_the_answers(trained_run, generator, tmp_path):
+    result = run_cli("encoder", "export", trained_run, "--half", "-o", tmp_path / "half.safetensors")
+    assert result.exit_code == 0, result.output
+    full = (trained_run / EXPORT_NAME).stat().st_size
+    half = (tmp_path / "half.safetensors").stat().st_size
+    assert half < 0.6 * full and "float16" in result.stdout
+    a, info = load_encoder(tmp_path / "half.safetensors", generator=generator)
+    b, _ = load_encoder(trained_run)
+    assert a.w_mean.dtype == torch.float32 and torch.equal(a.w_std, b.w_std)  # the scale buffers stay exact
+    images = torch.rand(4, 3, generator.size, generator.size, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        assert (a(images) - b(images)).abs().max() < 1e-2 * b(images).abs().max()
+    assert info["training"] == load_encoder(trained_run).info["training"]
+    # The output location is checked before anything is loaded.
+    bad = run_cli("encoder", "export", trained_run, "-o", tmp_path / "missing" / "x.safetensors")
+    assert bad.exit_code == 2 and "does not exist" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -38,8 +38,9 @@ renders ``batch / world_size`` samples and the gradients are averaged before eac
 File format (``encoder.safetensors``): the encoder's state dict (``w_mean`` and ``w_std`` included) and string
 metadata ``format`` = ``latentedit-encoder``, ``format_version`` = ``1``, ``config`` (JSON of
 :class:`EncoderConfig`), ``generator_sha256`` (sha256 of the generator checkpoint file it was trained for),
-``image_size``, ``num_ws``, ``w_dim`` and ``training`` (JSON: step, options). :func:`load_encoder` refuses a file
-made for another generator unless ``force``.
+``image_size``, ``num_ws``, ``w_dim``, ``weights_dtype`` (``float32``, or ``float16`` for a file written by
+``latentedit encoder export --half``; older files lack it and are float32) and ``training`` (JSON: step, options).
+:func:`load_encoder` refuses a file made for another generator unless ``force``.
 """
 from __future__ import annotations
 
@@ -298,17 +299,31 @@ class LoadedEncoder(NamedTuple):
     info: dict
 
 
+#: The buffers kept in float32 whatever the weights' storage (they set the scale of every W+ row).
+_FLOAT32_BUFFERS = ("w_mean", "w_std")
+
+
 def save_encoder(encoder: LatentEncoder, path: str | os.PathLike, generator_sha256: str,
-                 training: Mapping[str, Any] | None = None) -> Path:
-    """Write ``encoder`` to ``path`` as safetensors (atomically) with the metadata of the module docstring."""
+                 training: Mapping[str, Any] | None = None, half: bool = False) -> Path:
+    """Write ``encoder`` to ``path`` as safetensors (atomically) with the metadata of the module docstring.
+
+    ``half`` stores the weights as float16 (half the file; ``w_mean`` / ``w_std`` stay float32) and records
+    ``weights_dtype=float16``; :func:`load_encoder` casts them back to float32, so the loaded encoder is the
+    rounded one. InputError if a weight does not fit float16."""
     from latentedit.io import safetensors_bytes, write_bytes
 
     config = encoder.config
-    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous().clone()
-               for name, tensor in encoder.state_dict().items()}
+    weights_dtype = torch.float16 if half else torch.float32
+    tensors = {name: tensor.detach().to("cpu", torch.float32 if name in _FLOAT32_BUFFERS else weights_dtype)
+               .contiguous().clone() for name, tensor in encoder.state_dict().items()}
+    bad = [name for name, tensor in tensors.items() if not torch.isfinite(tensor).all()]
+    if bad:
+        raise InputError(f"encoder weight {bad[0]} is not finite{' in float16' if half else ''}; "
+                         f"{'save it without --half' if half else 'the run diverged: retrain it'}")
     metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": json.dumps(config.to_dict()),
                 "generator_sha256": str(generator_sha256), "image_size": str(config.image_size),
                 "num_ws": str(config.num_ws), "w_dim": str(config.w_dim),
+                "weights_dtype": str(weights_dtype).removeprefix("torch."),
                 "training": json.dumps(dict(training or {}), sort_keys=True)}
     path = Path(path)
     write_bytes(path, safetensors_bytes(tensors, metadata))
@@ -376,7 +391,9 @@ def load_encoder(path_or_name: str | os.PathLike = DEFAULT_ENCODER, *, generator
     try:
         config = EncoderConfig.from_dict(json.loads(metadata["config"]))
         encoder = LatentEncoder(config)
-        encoder.load_state_dict(tensors, strict=True)
+        if any(tensor.dtype not in (torch.float32, torch.float16) for tensor in tensors.values()):
+            raise ValueError("tensors must be float32 or float16")
+        encoder.load_state_dict(tensors, strict=True)  # copies cast float16 weights to the float32 parameters
     except (KeyError, ValueError, TypeError, RuntimeError, InputError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: damaged encoder file ({first}); retrain or re-export it") from None
@@ -403,6 +420,33 @@ def load_encoder(path_or_name: str | os.PathLike = DEFAULT_ENCODER, *, generator
     info = {"path": str(path), "sha256": sha256_file(path), "generator_sha256": trained_for,
             "config": config.to_dict(), "training": training, "notes": notes}
     return LoadedEncoder(encoder.to(device).eval().requires_grad_(False), info)
+
+
+def export_encoder(source: str | os.PathLike, output: str | os.PathLike, half: bool = False,
+                   probe_images: int = 8) -> dict:
+    """Copy the encoder ``source`` (run folder, file or shipped name) to the file ``output`` with its metadata,
+    its weights as float16 when ``half``. Returns ``{path, bytes, weights_dtype, max_abs_w_plus_change,
+    probe_images}``: the change is the largest |ΔW+| of the first pass on ``probe_images`` fixed random images
+    (what the rounding costs). Refuses an output that is a folder or has no parent folder before loading."""
+    from safetensors import safe_open
+
+    output = Path(output)
+    if output.is_dir():
+        raise InputError(f"-o {output} is a folder; give the encoder file to write")
+    if not output.parent.is_dir():
+        raise InputError(f"the folder of -o {output} does not exist; create it first")
+    loaded = load_encoder(source)
+    with safe_open(str(loaded.info["path"]), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    path = save_encoder(loaded.encoder, output, metadata.get("generator_sha256", ""), loaded.info["training"],
+                        half=half)
+    exported = load_encoder(path).encoder
+    images = torch.rand(probe_images, 3, loaded.encoder.config.image_size, loaded.encoder.config.image_size,
+                        generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        change = (exported(images) - loaded.encoder(images)).abs().max().item()
+    return {"path": str(path), "bytes": path.stat().st_size, "weights_dtype": "float16" if half else "float32",
+            "max_abs_w_plus_change": change, "probe_images": probe_images}
 
 
 @torch.no_grad()
