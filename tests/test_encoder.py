@@ -377,6 +377,13 @@ def test_init_encoder_trains_only_the_refiner_and_resumes(ckpt, trained_run, tmp
     for name, tensor in base.state_dict().items():  # the first pass is frozen
         assert torch.equal(refined.state_dict()[name], tensor), name
     assert refined.refiner.to_offsets.weight.abs().max() > 0  # the refiner learned something
+    # An exported copy records what it was started from (the file's sha256 and its training).
+    from latentedit.invert.encoder import export_encoder
+
+    export_encoder(run, tmp_path / "shipped.safetensors", half=True)
+    lineage = load_encoder(tmp_path / "shipped.safetensors").info["training"]["init"]
+    assert lineage["sha256"] == load_encoder(trained_run).info["sha256"]
+    assert lineage["training"]["options"]["refine_steps"] == 0
     # The architecture comes from --init-encoder; asking for another width is refused before training.
     with pytest.raises(InputError, match="drop --hidden"):
         train_encoder(config(hidden=48), tmp_path / "mismatch", progress=False, explicit={"hidden"})

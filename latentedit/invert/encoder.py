@@ -422,13 +422,31 @@ def load_encoder(path_or_name: str | os.PathLike = DEFAULT_ENCODER, *, generator
     return LoadedEncoder(encoder.to(device).eval().requires_grad_(False), info)
 
 
+def _with_lineage(training: dict, depth: int = 0) -> dict:
+    """``training`` plus ``init`` = ``{sha256, training}`` of the encoder its run started from
+    (``--init-encoder``), followed while those files can still be found (at most 8 deep)."""
+    source = (training.get("options") or {}).get("init_encoder")
+    if not source or depth >= 8:
+        return dict(training)
+    try:
+        parent = load_encoder(source)
+    except (CheckpointError, InputError):
+        return dict(training)
+    return {**training, "init": {"sha256": parent.info["sha256"],
+                                 "training": _with_lineage(parent.info["training"], depth + 1)}}
+
+
 def export_encoder(source: str | os.PathLike, output: str | os.PathLike, half: bool = False,
                    probe_images: int = 8) -> dict:
     """Copy the encoder ``source`` (run folder, file or shipped name) to the file ``output`` with its metadata,
     its weights as float16 when ``half``. Returns ``{path, bytes, weights_dtype, max_abs_w_plus_change,
     probe_images}``: the change is the largest |ΔW+| of the first pass on ``probe_images`` fixed random images
-    (what the rounding costs). Refuses an output that is a folder or has no parent folder before loading."""
+    (what the rounding costs). The training metadata gains the lineage of ``--init-encoder`` starts
+    (:func:`_with_lineage`), and its paths under the package's folder or the current folder become relative.
+    Refuses an output that is a folder or has no parent folder before loading."""
     from safetensors import safe_open
+
+    from latentedit.io import portable_paths
 
     output = Path(output)
     if output.is_dir():
@@ -438,8 +456,10 @@ def export_encoder(source: str | os.PathLike, output: str | os.PathLike, half: b
     loaded = load_encoder(source)
     with safe_open(str(loaded.info["path"]), framework="pt") as handle:
         metadata = handle.metadata() or {}
-    path = save_encoder(loaded.encoder, output, metadata.get("generator_sha256", ""), loaded.info["training"],
-                        half=half)
+    training = _with_lineage(loaded.info["training"])
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):  # a shipped file names no machine's folders
+        training = portable_paths(training, root)
+    path = save_encoder(loaded.encoder, output, metadata.get("generator_sha256", ""), training, half=half)
     exported = load_encoder(path).encoder
     images = torch.rand(probe_images, 3, loaded.encoder.config.image_size, loaded.encoder.config.image_size,
                         generator=torch.Generator().manual_seed(0)) * 2 - 1
