@@ -19,13 +19,14 @@
 
 (c) The inversion methods of issue #23 on the same ``--count`` held-out faces (``--methods``): ``optimize``
     (``--steps``, one image at a time; the W+ image2stylegan row of (a) when (a) runs it), ``encoder`` (one
-    batched forward pass of ``--encoder``; ms per image at ``--encoder-batch`` from the median of 5 timed
+    batched encoding by ``--encoder``: its first pass and its refinement passes, each with a render; ms per image at ``--encoder-batch`` from the median of 5 timed
     passes after a warm-up), ``encoder+optimize`` (``--eo-steps`` steps from the encoder's W+; the time to
     reach the optimisation's final median PSNR counts the encoder) and ``pti`` (pivot ``--pti-pivot`` with
     ``--pti-pivot-steps`` steps for an optimised pivot, then ``--pti-steps`` tuning steps; the wall time counts
     both).
-    The config-f 1024 px speed part adds, per method, the encoder's forward pass and one PTI tuning step
-    (fresh processes, random weights; an encoder of the shipped architecture sized for that generator).
+    The config-f 1024 px speed part adds, per method, one encoding and one PTI tuning step (fresh processes,
+    random weights; an encoder of the shipped architecture sized for that generator, with
+    ``--speed-refine-steps`` refinement passes, each of which renders the 1024 px generator).
     Editability (``--edit-n`` > 0): the first ``--edit-n`` held-out faces lacking Blond_Hair are inverted by
     each method and edited with ``--edit-vec`` at ``--edit-strength`` (normalised, layers ``--edit-layers``,
     the README's operating point), scored by ``evaluate edit`` (success, Male flips, PSNR to the true
@@ -175,7 +176,8 @@ def methods_quality(ckpt: str, count: int, methods, *, encoder_name: str, steps:
                 timings.append((time.perf_counter() - started) / batch.shape[0])
             results = invert_with_method(generator, targets, InversionSettings(method="encoder"), names=names,
                                          encoder=encoder, perceptual=setup)
-            row.update(steps=0, encoder_batch=encoder_batch, median_ms_per_image=1e3 * statistics.median(timings),
+            row.update(steps=0, refine_steps=encoder.refine_steps, encoder_batch=encoder_batch,
+                       median_ms_per_image=1e3 * statistics.median(timings),
                        median_wall_s_per_image=statistics.median(timings))
         else:
             method_steps = {"optimize": steps, "encoder+optimize": eo_steps}.get(method, pti_pivot_steps)
@@ -366,7 +368,8 @@ def _speed_task(task: dict) -> dict:
 
 
 def _method_speed_task(task: dict) -> dict:
-    """Runs in a child process: the encoder's forward pass, or one PTI tuning step, on a config-f generator."""
+    """Runs in a child process: one encoding (first pass + refinement passes), or one PTI tuning step, on a
+    config-f generator."""
     from latentedit.device import tune_cpu_allocator
 
     tune_cpu_allocator()  # as the CLI runs
@@ -380,14 +383,15 @@ def _method_speed_task(task: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if task["method"] == "encoder":
-        encoder = build_encoder(generator, w_std_samples=2000).eval()
+        # The shipped encoder's shape: a first pass and refine_steps corrections, each rendering the generator.
+        encoder = build_encoder(generator, w_std_samples=2000, refine_steps=task["refine_steps"]).eval()
         baseline_mb = _reset_peak_rss_mb()
-        encode(encoder, targets)
+        encode(encoder, targets, generator=generator)
         timings = []
         for _ in range(3):
             sync()
             started = time.perf_counter()
-            encode(encoder, targets, batch_size=task["batch"])
+            encode(encoder, targets, batch_size=task["batch"], generator=generator)
             sync()
             timings.append(time.perf_counter() - started)
         seconds = statistics.median(timings)
@@ -412,20 +416,21 @@ def _method_speed_task(task: dict) -> dict:
             "peak_memory_mb": peak_mb, "threads": torch.get_num_threads()}
 
 
-def method_speed(sizes, methods, steps: int, device: str, on_row=None) -> list[dict]:
-    """(c) at 1024 px: one fresh process per (size, method): ``encoder`` s per forward pass at batch 1,
-    ``pti`` s per tuning step (optimize and encoder+optimize cost (b)'s s/step per step)."""
+def method_speed(sizes, methods, steps: int, device: str, on_row=None, refine_steps: int = 2) -> list[dict]:
+    """(c) at 1024 px: one fresh process per (size, method): ``encoder`` s per encoding at batch 1 (the first
+    pass and ``refine_steps`` refinement passes, each with a render), ``pti`` s per tuning step (optimize and
+    encoder+optimize cost (b)'s s/step per step)."""
     context = multiprocessing.get_context("spawn")
     rows = []
     for size in sizes:
         for method in [m for m in methods if m in ("encoder", "pti")]:
-            task = dict(size=size, method=method, batch=1, steps=steps, device=device)
+            task = dict(size=size, method=method, batch=1, steps=steps, device=device, refine_steps=refine_steps)
             with context.Pool(1) as pool:
                 row = pool.apply(_method_speed_task, (task,))
             rows.append(row)
             if on_row is not None:
                 on_row(rows)
-            what = "s per forward pass" if method == "encoder" else "s per tuning step"
+            what = (f"s per encoding (1 + {refine_steps} passes)" if method == "encoder" else "s per tuning step")
             print(f"  {size:>4} px  {method:<8} {row['seconds']:8.3f} {what}  peak {row['peak_memory_mb']:8.0f} MB",
                   flush=True)
     return rows
@@ -481,7 +486,8 @@ def methods_table(section: dict) -> str:
     lines = ["| method | steps | median PSNR (dB) | s per image | editability: blond success | Male flips | "
              "PSNR to truth (dB) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in section["quality"]:
-        steps = {"encoder": "1 pass", "pti": f"{r.get('steps')} + {r.get('pti_steps')} tuning"}.get(
+        passes = f"1 + {r['refine_steps']} refinement passes" if r.get("refine_steps") else "1 pass"
+        steps = {"encoder": passes, "pti": f"{r.get('steps')} + {r.get('pti_steps')} tuning"}.get(
             r["method"], str(r["steps"]))
         seconds = (f"{r['median_ms_per_image'] / 1e3:.4f}" if r["method"] == "encoder"
                    else f"{r['median_wall_s_per_image']:.1f}")
@@ -540,6 +546,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Optimisation steps of optimize / encoder+optimize / the PTI pivot for editability.")
     parser.add_argument("--edit-out", default="benchmarks/results/invert_methods",
                         help="Folder of each method's evaluate-edit report.")
+    parser.add_argument("--speed-refine-steps", type=int, default=2,
+                        help="Refinement passes of the encoder timed at --speed-sizes (the shipped encoder's 2).")
     parser.add_argument("--speed-methods", nargs="*", default=None, choices=METHODS,
                         help="Methods timed at --speed-sizes (default: --methods).")
     parser.add_argument("--figure", default=None,
@@ -618,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
             save()
 
         report["method_speed"] = method_speed(args.speed_sizes, speed_methods, args.speed_steps, device,
-                                              on_row=save_method_rows)
+                                              on_row=save_method_rows, refine_steps=args.speed_refine_steps)
     if args.speed_sizes and args.speed_losses:
         print(f"\n(b) speed: config-f generators {args.speed_sizes} px, random weights")
         def save_rows(rows: list[dict]) -> None:

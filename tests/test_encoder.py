@@ -301,6 +301,7 @@ def test_invert_benchmark_compares_every_method_on_one_footing(ckpt, trained_run
     assert rows["pti"]["median_pivot_psnr_db"] == pytest.approx(rows["encoder"]["median_psnr_db"], abs=1e-3)
     table = bench.methods_table(report["methods"])
     assert table.count("\n") == 5 and "| pti | 0 + 3 tuning |" in table
+    assert rows["encoder"]["refine_steps"] == 0 and "| encoder | 1 pass |" in table
 
 
 def test_the_shipped_encoder_fits_the_shipped_generator():
@@ -432,3 +433,20 @@ def test_export_half_halves_the_file_and_keeps_the_answers(trained_run, generato
     # The output location is checked before anything is loaded.
     bad = run_cli("encoder", "export", trained_run, "-o", tmp_path / "missing" / "x.safetensors")
     assert bad.exit_code == 2 and "does not exist" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_encoder_quality_benchmark_reports_every_pass_of_the_shipped_encoder(tmp_path):
+    """benchmarks/encoder_quality.py (the model card's table): one row per number of passes, the encoder's own
+    setting marked, and its refinement passes better than its first pass on the held-out renders."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("encoder_quality", Path(__file__).resolve().parents[1]
+                                                  / "benchmarks" / "encoder_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "q.json"
+    bench.main(["--count", "16", "--extra-passes", "0", "--json", str(out)])
+    (result,) = json.loads(out.read_text())["results"]
+    rows = result["rows"]
+    assert [row["passes"] for row in rows] == [0, 1, 2] and [row["shipped_setting"] for row in rows][-1]
+    assert rows[-1]["heldout_median16_psnr_db"] > rows[0]["heldout_median16_psnr_db"] + 0.5
