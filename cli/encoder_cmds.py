@@ -118,7 +118,9 @@ def encoder_train_command(ctx, output, resume, session_iters, progress, **values
 
 @encoder_group.command("export")
 @click.argument("source")
-@out_option("output", type=click.Path(dir_okay=False), required=True, help="The encoder file to write.")
+@out_option("output", type=click.Path(dir_okay=False), default=None,
+            help="The encoder file to write. [default: NAME_float16.safetensors (NAME_float32 without --half) in "
+                 "the current folder, NAME being the run folder's, file's or shipped encoder's name]")
 @click.option("--half/--no-half", default=False, show_default=True,
               help="Store the weights as float16: half the file size; outputs change by rounding only.")
 def encoder_export_command(source, output, half) -> None:
@@ -129,9 +131,9 @@ def encoder_export_command(source, output, half) -> None:
     Example:
       latentedit encoder export runs/refiner --half -o toyfaces64_encoder.safetensors
     """
-    from latentedit.invert.encoder import export_encoder
+    from latentedit.invert.encoder import default_export_name, export_encoder
 
-    result = export_encoder(source, output, half=half)
+    result = export_encoder(source, output if output is not None else default_export_name(source, half), half=half)
     click.echo(f"wrote {result['path']} ({result['bytes'] / 1e6:.2f} MB, weights {result['weights_dtype']}; "
                f"largest W+ change from the source {result['max_abs_w_plus_change']:.2e} on "
                f"{result['probe_images']} probe images)")

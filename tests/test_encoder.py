@@ -430,6 +430,11 @@ def test_export_half_halves_the_file_and_keeps_the_answers(trained_run, generato
     with torch.no_grad():
         assert (a(images) - b(images)).abs().max() < 1e-2 * b(images).abs().max()
     assert info["training"] == load_encoder(trained_run).info["training"]
+    # Without -o the copy lands in the current folder, named after its source.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        default = run_cli("encoder", "export", trained_run, "--half")
+    assert default.exit_code == 0 and (tmp_path / f"{trained_run.name}_float16.safetensors").is_file(), default.output
     # The output location is checked before anything is loaded.
     bad = run_cli("encoder", "export", trained_run, "-o", tmp_path / "missing" / "x.safetensors")
     assert bad.exit_code == 2 and "does not exist" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

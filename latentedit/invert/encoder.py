@@ -436,6 +436,14 @@ def _with_lineage(training: dict, depth: int = 0) -> dict:
                                  "training": _with_lineage(parent.info["training"], depth + 1)}}
 
 
+def default_export_name(source: str | os.PathLike, half: bool) -> str:
+    """``NAME_float16.safetensors`` (``_float32`` without ``half``): NAME is the run folder's name, the file's
+    stem or the shipped encoder's name."""
+    path = Path(source)
+    name = path.name if path.is_dir() else path.stem if path.suffix == ".safetensors" else path.name
+    return f"{name}_{'float16' if half else 'float32'}.safetensors"
+
+
 def export_encoder(source: str | os.PathLike, output: str | os.PathLike, half: bool = False,
                    probe_images: int = 8) -> dict:
     """Copy the encoder ``source`` (run folder, file or shipped name) to the file ``output`` with its metadata,
