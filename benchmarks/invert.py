@@ -134,6 +134,7 @@ def quality(ckpt: str, count: int, steps: int, checkpoints: list[int], goal_psnr
 
 def methods_quality(ckpt: str, count: int, methods, *, encoder_name: str, steps: int, eo_steps: int,
                     pti_steps: int, pti_lr: float, pti_pivot: str, pti_pivot_steps: int, encoder_batch: int,
+                    pti_space: str = "w+",
                     goal_psnr: float | None, device: str,
                     checkpoints: list[int], optimize_row: dict | None = None, figure: str | None = None,
                     figure_count: int = 8) -> list[dict]:
@@ -182,7 +183,8 @@ def methods_quality(ckpt: str, count: int, methods, *, encoder_name: str, steps:
         else:
             method_steps = {"optimize": steps, "encoder+optimize": eo_steps}.get(method, pti_pivot_steps)
             settings = InversionSettings(method=method, steps=method_steps,
-                                         pti_steps=pti_steps, pti_lr=pti_lr, pti_pivot=pti_pivot)
+                                         pti_steps=pti_steps, pti_lr=pti_lr, pti_pivot=pti_pivot,
+                                         space=pti_space if method == "pti" else "w+")
             results = []
             for i in range(count):  # one image at a time, as a user inverts a photo
                 results += invert_with_method(generator, targets[i:i + 1], settings, names=names[i:i + 1],
@@ -191,7 +193,7 @@ def methods_quality(ckpt: str, count: int, methods, *, encoder_name: str, steps:
             ran = 0 if method == "pti" and pti_pivot == "encoder" else settings.steps
             row.update(steps=ran, median_wall_s_per_image=statistics.median(r.wall_time_s for r in results))
             if method == "pti":
-                row.update(pti_steps=pti_steps, pti_lr=pti_lr, pti_pivot=pti_pivot,
+                row.update(pti_steps=pti_steps, pti_lr=pti_lr, pti_pivot=pti_pivot, pti_space=pti_space,
                            median_pivot_psnr_db=statistics.median(r.extra["pti"]["pivot_psnr_db"] for r in results),
                            median_tuning_s=statistics.median(r.extra["pti"]["wall_time_s"] for r in results),
                            curve=[{"step": entry["step"],
@@ -232,7 +234,7 @@ def methods_quality(ckpt: str, count: int, methods, *, encoder_name: str, steps:
 
 def editability(ckpt: str, methods, *, encoder_name: str, n: int, vec: str, strength: float, layers: str,
                 invert_steps: int, pti_steps: int, pti_lr: float, pti_pivot: str, out_dir: str,
-                device: str) -> list[dict]:
+                device: str, pti_space: str = "w+") -> list[dict]:
     """Editability per method: ``evaluate edit`` of the blond direction on held-out faces each method inverted."""
     from latentedit.checkpoints import load_generator
     from latentedit.evaluate import evaluate_edit_to_folder, load_attribute_classifier
@@ -243,7 +245,7 @@ def editability(ckpt: str, methods, *, encoder_name: str, n: int, vec: str, stre
     rows = []
     for method in methods:
         settings = InversionSettings(steps=invert_steps, method=method, pti_steps=pti_steps, pti_lr=pti_lr,
-                                     pti_pivot=pti_pivot,
+                                     pti_pivot=pti_pivot, space=pti_space if method == "pti" else "w+",
                                      encoder=encoder_name if method != "optimize" else None)
         started = time.perf_counter()
         result = evaluate_edit_to_folder(
@@ -257,6 +259,7 @@ def editability(ckpt: str, methods, *, encoder_name: str, n: int, vec: str, stre
                "invert_steps": invert_steps if method != "encoder" else 0,
                "pti_steps": pti_steps if method == "pti" else None, "pti_lr": pti_lr if method == "pti" else None,
                "pti_pivot": pti_pivot if method == "pti" else None,
+               "pti_space": pti_space if method == "pti" else None,
                "inversion_psnr_db": base["inversion_psnr_db"],
                "reconstruction_psnr_to_truth_db": base["reconstruction_psnr_to_truth_db"],
                "success_rate": record["success_rate"], "male_flips": record["flips"].get("Male"),
@@ -536,6 +539,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pti-lr", type=float, default=None,
                         help="PTI learning rate in (c) [default: invert's --pti-lr default].")
     parser.add_argument("--pti-pivot", default="encoder+optimize", choices=["optimize", "encoder", "encoder+optimize"])
+    parser.add_argument("--pti-space", default="w+", choices=["w+", "w"],
+                        help="Latent space of the PTI pivot in (c) (w: one w for every layer, as the PTI paper).")
     parser.add_argument("--pti-pivot-steps", type=int, default=200, help="Steps of an optimised PTI pivot in (c).")
     parser.add_argument("--methods-figure", default=None, help="PNG: targets, then each method's reconstructions.")
     parser.add_argument("--edit-n", type=int, default=0, help="Editability sources per method in (c) (0: skip).")
@@ -596,11 +601,13 @@ def main(argv: list[str] | None = None) -> None:
             "settings": {"steps": args.steps, "eo_steps": args.eo_steps, "pti_steps": args.pti_steps,
                          "pti_lr": pti_lr,
                          "pti_pivot": args.pti_pivot, "pti_pivot_steps": args.pti_pivot_steps,
+                         "pti_space": args.pti_space,
                          "encoder": args.encoder, "encoder_batch": args.encoder_batch},
             "quality": methods_quality(args.ckpt, args.count, args.methods, encoder_name=args.encoder,
                                        steps=args.steps, eo_steps=args.eo_steps, pti_steps=args.pti_steps,
                                        pti_lr=pti_lr,
                                        pti_pivot=args.pti_pivot, pti_pivot_steps=args.pti_pivot_steps,
+                                       pti_space=args.pti_space,
                                        encoder_batch=args.encoder_batch,
                                        goal_psnr=None, device=device,
                                        checkpoints=[s for s in args.checkpoints if s <= max(args.steps, args.eo_steps)],
@@ -612,7 +619,8 @@ def main(argv: list[str] | None = None) -> None:
             report["methods"]["editability"] = editability(
                 args.ckpt, args.methods, encoder_name=args.encoder, n=args.edit_n, vec=args.edit_vec,
                 strength=args.edit_strength, layers=args.edit_layers, invert_steps=args.edit_invert_steps,
-                pti_steps=args.pti_steps, pti_lr=pti_lr, pti_pivot=args.pti_pivot, out_dir=args.edit_out,
+                pti_steps=args.pti_steps, pti_lr=pti_lr, pti_pivot=args.pti_pivot, pti_space=args.pti_space,
+                out_dir=args.edit_out,
                 device=device)
             save()
         print()

@@ -330,6 +330,21 @@ def test_inverted_sources_by_encoder_are_its_forward_pass(generator, tmp_path):
         ev.inverted_sources(generator, _all_unblond_classifier(generator), "Blond_Hair", 1, settings=settings)
 
 
+def test_w_space_inversions_are_edited_as_w_plus_with_equal_rows(generator, tmp_path):
+    """An inversion in W (e.g. PTI's W pivot) becomes a W+ source whose rows are that one w, cached as such."""
+    classifier = _all_unblond_classifier(generator)
+    settings = InversionSettings(steps=3, space="w", perceptual="none")
+    key = {"generator_sha256": "x"}
+    sources = ev.inverted_sources(generator, classifier, "Blond_Hair", 2, settings=settings,
+                                  cache_dir=tmp_path / "cache", cache_key=key)
+    assert sources.w_plus.shape == (2, generator.num_ws, generator.w_dim)
+    assert torch.equal(sources.w_plus, sources.w_plus[:, :1].expand_as(sources.w_plus))
+    assert sources.details["inversion"]["settings"]["space"] == "w"
+    again = ev.inverted_sources(generator, classifier, "Blond_Hair", 2, settings=settings,
+                                cache_dir=tmp_path / "cache", cache_key=key)
+    assert again.details["inversion"]["cached"] == 2 and torch.equal(again.w_plus, sources.w_plus)
+
+
 def test_pti_sources_are_edited_with_their_own_tuned_generators(generator, tmp_path):
     classifier = _all_unblond_classifier(generator)
     settings = InversionSettings(method="pti", steps=3, pti_steps=4, pti_lr=3e-3, perceptual="none")

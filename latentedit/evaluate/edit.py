@@ -283,7 +283,7 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
     from latentedit.invert.optimize import InversionSettings, PerceptualSetup
     from latentedit.invert.pti import invert_with_method
 
-    settings = dataclasses.replace((settings or InversionSettings()).validated(), space="w+")
+    settings = (settings or InversionSettings()).validated()  # a W inversion is edited as W+ with equal rows
     tuned = settings.method == "pti"
     if settings.uses_encoder() and encoder is None:
         raise InputError(f"inversion method {settings.method} needs an encoder")
@@ -348,12 +348,15 @@ def inverted_sources(generator: Generator, classifier, attribute: str, n: int, *
                 for k, result in zip(todo, results):
                     if result.error is not None:
                         raise InputError(f"inverting held-out face {faces[k][0]} failed: {result.error}")
-                    latents[k], owns[k] = result.latent, result.tuned_generator
+                    latent = result.latent
+                    if latent.ndim == 1:  # --space w: the one w on every row
+                        latent = np.repeat(latent[None], generator.num_ws, axis=0)
+                    latents[k], owns[k] = latent, result.tuned_generator
                     if cache is not None:
                         if tuned:  # the generator first: a latent without its generator is not a cache hit
                             lio.write_bytes(cache / f"{digest}_{faces[k][0]}_G.safetensors",
                                             lio.safetensors_bytes(_contiguous_state(result.tuned_generator)))
-                        lio.save_npy(cache / f"{digest}_{faces[k][0]}.npy", result.latent)
+                        lio.save_npy(cache / f"{digest}_{faces[k][0]}.npy", latent)
                 counts["inverted"] += len(todo)
             w_plus = torch.from_numpy(np.stack(latents))
             originals = render_sources(generator, w_plus, owns if tuned else None)
