@@ -455,3 +455,27 @@ def test_encoder_quality_benchmark_reports_every_pass_of_the_shipped_encoder(tmp
     rows = result["rows"]
     assert [row["passes"] for row in rows] == [0, 1, 2] and [row["shipped_setting"] for row in rows][-1]
     assert rows[-1]["heldout_median16_psnr_db"] > rows[0]["heldout_median16_psnr_db"] + 0.5
+
+
+def test_cli_refiner_training_and_its_bad_inputs(ckpt, trained_run, tmp_path):
+    """`encoder train --init-encoder RUN --refine-steps 1` from the command line, and one-line errors for what a
+    user gets wrong with it or with `encoder export`."""
+    run = tmp_path / "refine"
+    args = ["encoder", "train", "--ckpt", ckpt, "--init-encoder", trained_run, "--refine-steps", "1", "--iters", "2",
+            "--batch-size", "2", "--log-every", "1", "--snapshot-every", "2", "--device", "cpu", "--no-progress"]
+    result = run_cli(*args, "-o", run)
+    assert result.exit_code == 0 and "trained to iteration 2" in result.stdout, result.output
+    assert load_encoder(run).encoder.refine_steps == 1
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(os.urandom(200))
+    cases = {"too many passes": (["encoder", "train", "--ckpt", ckpt, "--refine-steps", "11", "-o", tmp_path / "a"],
+                                 "--refine-steps"),
+             "missing init": ([*args[:5], tmp_path / "nope", *args[6:], "-o", tmp_path / "b"], "not found"),
+             "width mismatch": ([*args, "--hidden", "48", "-o", tmp_path / "c"], "drop --hidden"),
+             "corrupt export": (["encoder", "export", corrupt, "-o", tmp_path / "d.safetensors"],
+                                "cannot read encoder")}
+    for label, (command, message) in cases.items():
+        bad = run_cli(*command)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.exit_code == 2 and len(lines) == 1 and message in lines[0], (label, bad.output)
+    assert not any((tmp_path / name).exists() for name in ("a", "b", "c", "d.safetensors"))

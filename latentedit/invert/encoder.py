@@ -960,6 +960,16 @@ def train_encoder(config: EncoderTrainConfig, run_dir: str | os.PathLike, *, res
         if checkpoint is not None and checkpoint["generator_sha256"] != checkpoint_info["sha256"]:
             raise InputError(f"{checkpoint_path} trains an encoder for another generator (sha256 "
                              f"{checkpoint['generator_sha256'][:12]}...); pass the same --ckpt or a new run folder")
+        init = None  # before the perceptual notice: a wrong --init-encoder is the line that matters
+        if config.init_encoder is not None and checkpoint is None:  # a checkpoint already holds every weight
+            init = load_encoder(config.init_encoder, generator_sha256=checkpoint_info["sha256"],
+                                generator=generator, device=context.device).encoder
+            for name in ("base_channels", "max_channels", "hidden"):
+                given = getattr(init.config, name)
+                if name in explicit and getattr(config, name) != given:
+                    raise InputError(f"--init-encoder {config.init_encoder} has {name.replace('_', '-')} {given}; "
+                                     f"drop --{name.replace('_', '-')} (the architecture comes from it)")
+                setattr(config, name, given)
         lpips_loss = None
         if config.perceptual != "none" and config.lpips_weight > 0:
             from latentedit.invert.perceptual import build_perceptual, choose_perceptual
@@ -970,16 +980,6 @@ def train_encoder(config: EncoderTrainConfig, run_dir: str | os.PathLike, *, res
             if choice.kind is not None:
                 lpips_loss = build_perceptual("lpips", choice.weights, image_size=generator.size,
                                               device=context.device)
-        init = None
-        if config.init_encoder is not None and checkpoint is None:  # a checkpoint already holds every weight
-            init = load_encoder(config.init_encoder, generator_sha256=checkpoint_info["sha256"],
-                                generator=generator, device=context.device).encoder
-            for name in ("base_channels", "max_channels", "hidden"):
-                given = getattr(init.config, name)
-                if name in explicit and getattr(config, name) != given:
-                    raise InputError(f"--init-encoder {config.init_encoder} has {name.replace('_', '-')} {given}; "
-                                     f"drop --{name.replace('_', '-')} (the architecture comes from it)")
-                setattr(config, name, given)
         real_images = _load_real_images(config.real_dir, generator.size) if config.real_dir else None
         if context.is_main:
             prepare_output_dir(run_dir, "run folder")
