@@ -18,16 +18,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _heldout_targets(count: int, size: int):
-    # The same faces as benchmarks/invert.py, from its own function.
+def _invert_benchmark():
+    """benchmarks/invert.py as a module: its held-out faces and its PSNR-at-step, not copies of them."""
     spec = importlib.util.spec_from_file_location("invert_benchmark", Path(__file__).with_name("invert.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.heldout_targets(count, size)
-
-
-def psnr_at(curve: list[dict], step: int) -> float:
-    return [entry for entry in curve if entry["step"] <= step][-1]["psnr_db"]
+    return module
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
 
     generator, info = load_generator("toyfaces64")
     encoder, encoder_info = load_encoder(args.encoder, generator_sha256=info.sha256, generator=generator)
-    targets = _heldout_targets(args.count, generator.size)
+    bench = _invert_benchmark()
+    targets = bench.heldout_targets(args.count, generator.size)
     setup = prepare_perceptual(InversionSettings(), generator.size, "cpu")
     rows = []
     for lr in args.lrs:
@@ -60,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             results += invert_with_method(generator, targets[i:i + 1], settings, names=[f"heldout{i:03d}"],
                                           encoder=encoder, perceptual=setup)
         row = {"lr": lr, "steps": args.steps,
-               "median_psnr_db_at_100": round(statistics.median(psnr_at(r.loss_curve, 100) for r in results), 3),
+               "median_psnr_db_at_100": round(statistics.median(bench.psnr_at(r.loss_curve, 100) for r in results), 3),
                "median_psnr_db": round(statistics.median(r.psnr_db for r in results), 3),
                "images_reaching_goal": sum(any(e["psnr_db"] >= args.goal_psnr for e in r.loss_curve)
                                            for r in results)}
